@@ -1,0 +1,342 @@
+"""Control-plane benchmark: journeyd's queue and API against the framework it is built on.
+
+Measured in one run, on one machine:
+  * tasks/s through submit -> success with an engine that does no work (the queue, the store,
+    image writes and the HTTP layer are all that is left), and the time from submit to a worker
+    starting (p50/p99), on an idle queue and under that load;
+  * GET /v1/midjourney/{id} requests/s against a bare FastAPI endpoint returning a task-shaped
+    dict on the same uvicorn settings (the framework's ceiling), as a ratio.
+
+Each server is its own uvicorn process; the load comes from `wrk` (Debian package) for fetches
+and from an httpx client for submits. Results go to bench/results/control_plane-<time>.json.
+
+    python bench/control_plane.py            # full run
+    python bench/control_plane.py --quick    # smaller numbers, for a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+TARGET_FETCH_RATIO = 0.60
+TARGET_START_P50_MS = 20.0
+
+
+# --- the two servers ---------------------------------------------------------------------------------
+class NoopEngine:
+    """An engine that does no work: four 8x8 black images, at once."""
+
+    name = "noop"
+
+    def canvas_size(self, aspect: tuple[int, int]) -> tuple[int, int]:
+        return 8, 8
+
+    def generate(self, prompt, size, seeds, progress, init_images=()):  # type: ignore[no-untyped-def]
+        return [np.zeros((8, 8, 3), np.uint8) for _ in seeds]
+
+    def vary(self, image, prompt, strength, seeds, progress):  # type: ignore[no-untyped-def]
+        return [image for _ in seeds]
+
+    def upscale(self, image, prompt, mode, seed, progress):  # type: ignore[no-untyped-def]
+        return image
+
+    def inpaint(self, image, mask, prompt, seeds, kind, progress):  # type: ignore[no-untyped-def]
+        return [image for _ in seeds]
+
+
+def serve_journeyd(port: int, data_dir: str) -> None:
+    import uvicorn
+
+    from journeyd.api.app import create_app
+    from journeyd.config import Settings
+    from journeyd.runtime import build_runtime
+
+    settings = Settings(data_dir=Path(data_dir), port=port, max_queued_per_key=0)
+    uvicorn.run(
+        create_app(build_runtime(settings, engine=NoopEngine())),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+def serve_bare(port: int) -> None:
+    import uvicorn
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    task = {
+        "id": "task_01KV52C0TEJSYZMCG0NCS4YWKK",
+        "status": "SUCCESS",
+        "action": "IMAGINE",
+        "progress": "100%",
+        "grid_image_url": "http://127.0.0.1/images/x/grid.png",
+        "image_urls": [f"http://127.0.0.1/images/x/{i}.png" for i in range(4)],
+        "buttons": [
+            {"customId": f"MJ::JOB::upsample::{i}::3785da15-4f70-4034-9128-f3ff1ac634fa", "label": f"U{i}"}
+            for i in range(1, 5)
+        ],
+        "prompt": "a beautiful sunset over mountains",
+        "fail_reason": None,
+    }
+
+    @app.get("/v1/midjourney/{task_id}")
+    async def fetch(task_id: str) -> dict[str, Any]:
+        return task
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def _spawn(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _wait_up(url: str) -> None:
+    for _ in range(300):
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"server at {url} did not start")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --- measurements ------------------------------------------------------------------------------------------
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def _task_times(db: Path, ids: list[str]) -> list[tuple[int, int, int]]:
+    with sqlite3.connect(db) as conn:
+        marks = ",".join("?" * len(ids))
+        return conn.execute(
+            f"SELECT created_at, started_at, finished_at FROM tasks WHERE id IN ({marks})",
+            [i.removeprefix("task_") for i in ids],
+        ).fetchall()
+
+
+def idle_latency(base: str, db: Path, samples: int) -> dict[str, float]:
+    """One task at a time on an idle queue: submit -> worker start, submit -> success."""
+    ids = []
+    with httpx.Client(base_url=base, timeout=30) as client:
+        for i in range(samples):
+            task_id = client.post("/v1/midjourney/generations", json={"prompt": f"idle {i}"}).json()["data"][0][
+                "task_id"
+            ]
+            while client.get(f"/v1/midjourney/{task_id}").json()["status"] != "SUCCESS":
+                time.sleep(0.002)
+            ids.append(task_id)
+    times = _task_times(db, ids)
+    start = [float(s - c) for c, s, _ in times]
+    done = [float(f - c) for c, _, f in times]
+    return {
+        "samples": samples,
+        "submit_to_start_p50_ms": _percentile(start, 50),
+        "submit_to_start_p99_ms": _percentile(start, 99),
+        "submit_to_success_p50_ms": _percentile(done, 50),
+    }
+
+
+async def _submit_all(base: str, count: int, concurrency: int) -> list[str]:
+    ids: list[str] = []
+    queue = iter(range(count))
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=httpx.Limits(max_connections=concurrency)) as client:
+
+        async def submitter() -> None:
+            for i in queue:
+                answer = await client.post("/v1/midjourney/generations", json={"prompt": f"load {i}"})
+                ids.append(answer.json()["data"][0]["task_id"])
+
+        await asyncio.gather(*(submitter() for _ in range(concurrency)))
+    return ids
+
+
+def throughput(base: str, db: Path, count: int, concurrency: int) -> dict[str, float]:
+    """Submit `count` tasks as fast as the API takes them; tasks/s from first submit to last success."""
+    ids = asyncio.run(_submit_all(base, count, concurrency))
+    deadline = time.monotonic() + 600
+    with sqlite3.connect(db) as conn:
+        while (
+            conn.execute(
+                "SELECT COUNT(*) FROM tasks WHERE status = 'success' AND id IN ({})".format(",".join("?" * len(ids))),
+                [i.removeprefix("task_") for i in ids],
+            ).fetchone()[0]
+            < count
+        ):
+            if time.monotonic() > deadline:
+                raise RuntimeError("tasks did not finish")
+            time.sleep(0.05)
+    times = _task_times(db, ids)
+    first, last = min(c for c, _, _ in times), max(f for _, _, f in times)
+    start = [float(s - c) for c, s, _ in times]
+    return {
+        "tasks": count,
+        "submit_concurrency": concurrency,
+        "tasks_per_s": count / ((last - first) / 1000),
+        "submit_to_start_p50_ms_under_load": _percentile(start, 50),
+        "submit_to_start_p99_ms_under_load": _percentile(start, 99),
+    }
+
+
+def wrk(url: str, seconds: int, connections: int) -> dict[str, float]:
+    output = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", output)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    return {
+        "requests_per_s": rps,
+        "non_2xx": int(errors.group(1)) if errors else 0,
+        "latency_p50_ms": float(p50.group(1)) * scale[p50.group(2)] if p50 else float("nan"),
+    }
+
+
+def _median_run(runs: list[dict[str, float]]) -> dict[str, Any]:
+    ordered = sorted(runs, key=lambda run: run["requests_per_s"])
+    return {**ordered[len(ordered) // 2], "all_requests_per_s": [run["requests_per_s"] for run in runs]}
+
+
+def _device() -> dict[str, Any]:
+    cpu = "unknown"
+    if Path("/proc/cpuinfo").exists():
+        match = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
+        cpu = match.group(1).strip() if match else cpu
+    return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(), "os": platform.platform(), "gpu": None}
+
+
+def _versions() -> dict[str, str]:
+    names = ["journeyd", "fastapi", "starlette", "uvicorn", "pydantic", "httptools", "uvloop", "numpy", "pillow"]
+    found = {"python": platform.python_version(), "sqlite": sqlite3.sqlite_version}
+    for name in names:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found[name] = metadata.version(name)
+    found["wrk"] = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split()[1]
+    return found
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--serve-journeyd", nargs=2, metavar=("PORT", "DATA_DIR"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve-bare", metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--latency-samples", type=int, default=300)
+    parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating wrk rounds per server; the median counts")
+    parser.add_argument("--quick", action="store_true", help="small numbers, for a smoke test")
+    args = parser.parse_args()
+    if args.serve_journeyd:
+        serve_journeyd(int(args.serve_journeyd[0]), args.serve_journeyd[1])
+        return 0
+    if args.serve_bare:
+        serve_bare(int(args.serve_bare))
+        return 0
+    if args.quick:
+        args.tasks, args.latency_samples, args.seconds, args.rounds = 100, 30, 2, 1
+    if shutil.which("wrk") is None:
+        print("this benchmark needs wrk: apt-get install -y wrk", file=sys.stderr)
+        return 2
+
+    data = Path(tempfile.mkdtemp(prefix="journeyd-bench-"))
+    jd_port, bare_port = _free_port(), _free_port()
+    servers = [_spawn("--serve-journeyd", str(jd_port), str(data)), _spawn("--serve-bare", str(bare_port))]
+    jd, bare = f"http://127.0.0.1:{jd_port}", f"http://127.0.0.1:{bare_port}"
+    try:
+        _wait_up(f"{jd}/healthz")
+        _wait_up(f"{bare}/v1/midjourney/x")
+        db = data / "journeyd.sqlite3"
+        latency = idle_latency(jd, db, args.latency_samples)
+        load = throughput(jd, db, args.tasks, concurrency=16)
+        with httpx.Client(base_url=jd) as client:
+            task_id = client.post("/v1/midjourney/generations", json={"prompt": "fetched"}).json()["data"][0]["task_id"]
+            while client.get(f"/v1/midjourney/{task_id}").json()["status"] != "SUCCESS":
+                time.sleep(0.01)
+        wrk(f"{jd}/v1/midjourney/{task_id}", 1, args.connections)  # warm both up
+        wrk(f"{bare}/v1/midjourney/{task_id}", 1, args.connections)
+        rounds = []  # alternate the two, so a noisy moment does not favour either
+        for _ in range(args.rounds):
+            rounds.append(
+                (
+                    wrk(f"{jd}/v1/midjourney/{task_id}", args.seconds, args.connections),
+                    wrk(f"{bare}/v1/midjourney/{task_id}", args.seconds, args.connections),
+                )
+            )
+        fetch_jd = _median_run([jd_run for jd_run, _ in rounds])
+        fetch_bare = _median_run([bare_run for _, bare_run in rounds])
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(10)
+        shutil.rmtree(data, ignore_errors=True)
+
+    ratio = fetch_jd["requests_per_s"] / fetch_bare["requests_per_s"]
+    report = {
+        "benchmark": "control_plane",
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "device": _device(),
+        "versions": _versions(),
+        "settings": {
+            "journeyd_workers": 1,
+            "engine": "noop (no work)",
+            "wrk_connections": args.connections,
+            "wrk_seconds": args.seconds,
+            "wrk_rounds": args.rounds,
+            "store": "SQLite WAL",
+            "dispatch": "local threads",
+            "timestamps": "task rows, 1 ms resolution",
+        },
+        "idle_queue": latency,
+        "throughput": load,
+        "fetch": {"journeyd": fetch_jd, "bare_fastapi": fetch_bare, "ratio": ratio},
+        "targets": {
+            "fetch_ratio_at_least": TARGET_FETCH_RATIO,
+            "fetch_ratio_met": ratio >= TARGET_FETCH_RATIO,
+            "submit_to_start_p50_ms_below": TARGET_START_P50_MS,
+            "submit_to_start_met": latency["submit_to_start_p50_ms"] < TARGET_START_P50_MS,
+        },
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"control_plane-{time.strftime('%Y%m%d-%H%M%S')}{'-quick' if args.quick else ''}.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({k: report[k] for k in ("idle_queue", "throughput", "fetch", "targets")}, indent=2))
+    print(f"written to {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,13 @@
+# Sourced by scripts/serve and scripts/test: make .venv with journeyd installed in it.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
+  echo "journeyd needs Python 3.11 or newer as '$PYTHON' (set PYTHON=/path/to/python3.11)" >&2
+  exit 1
+fi
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv || { echo "could not create a virtual environment: on Debian/Ubuntu, apt-get install python3-venv" >&2; exit 1; }
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${EXTRAS:+[$EXTRAS]}"

@@ -1,0 +1,5 @@
+import sys
+
+from journeyd.cli import main
+
+sys.exit(main())

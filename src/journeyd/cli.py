@@ -1,0 +1,229 @@
+"""The `journeyd` command: serve, keys, demo."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from journeyd.api.auth import is_loopback
+from journeyd.clock import SystemClock
+from journeyd.config import Settings
+from journeyd.domain.ids import IdGenerator
+from journeyd.domain.keys import ApiKey, hash_secret, new_secret
+from journeyd.store.sqlite import SqliteStore
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    for name in ("data_dir", "host", "port", "engine", "workers", "public_url", "prices"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    if getattr(args, "insecure", False):
+        overrides["insecure"] = True
+    return Settings(**overrides)
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from journeyd.api.app import create_app
+    from journeyd.runtime import DataDirBusy, build_runtime
+
+    settings = _settings(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = SqliteStore(settings.database_path)
+    keys = store.count_keys()
+    store.close()
+    if not keys and not is_loopback(settings.host) and not settings.insecure:
+        print(
+            f"journeyd: refusing to listen on {settings.host} with no API key: anyone on the network could use "
+            "it.\n  create a key first:  journeyd keys create --credits 1000\n  or, if you mean it:  --insecure",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        runtime = build_runtime(settings)
+        runtime.lock.acquire()
+    except (ValueError, OSError, DataDirBusy) as error:
+        print(f"journeyd: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"journeyd {settings.engine} engine, data in {settings.data_dir.resolve()}, listening on {settings.base_url}",
+        file=sys.stderr,
+    )
+    uvicorn.run(create_app(runtime), host=settings.host, port=settings.port, log_level=args.log_level, access_log=False)
+    return 0
+
+
+def keys_create(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = SqliteStore(settings.database_path)
+    secret = new_secret()
+    key = ApiKey(
+        id=IdGenerator(SystemClock().now_ms).new(),
+        prefix=secret[:8],
+        name=args.name or "",
+        balance=args.credits,
+        created_at=SystemClock().now_ms(),
+    )
+    store.create_key(key, hash_secret(secret))
+    store.close()
+    print(secret)
+    print(f"key {key.id} with {key.balance} credits; shown once, stored only as a hash", file=sys.stderr)
+    return 0
+
+
+def keys_list(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    store = SqliteStore(settings.database_path)
+    for key in store.list_keys():
+        state = "revoked" if key.revoked else "active"
+        print(f"{key.id}  {key.prefix}…  {key.balance:>8} credits  {state}  {key.name}")
+    store.close()
+    return 0
+
+
+# --- demo -------------------------------------------------------------------------------------------
+def _demo_mask(width: int, height: int) -> str:
+    """A PNG data URL: black, with a white ellipse in the middle third (the region to repaint)."""
+    from PIL import Image, ImageDraw
+
+    mask = Image.new("L", (width, height), 0)
+    ImageDraw.Draw(mask).ellipse((width // 3, height // 3, 2 * width // 3, 2 * height // 3), fill=255)
+    buffer = io.BytesIO()
+    mask.save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _wait(client: Any, task_id: str, timeout_s: float = 300) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        task = client.get(f"/v1/midjourney/{task_id}").json()
+        if task.get("status") in ("SUCCESS", "FAILURE", "CANCEL"):
+            if task["status"] != "SUCCESS":
+                raise SystemExit(f"journeyd demo: task {task_id} ended {task['status']}: {task.get('fail_reason')}")
+            return task
+        if time.monotonic() > deadline:
+            raise SystemExit(f"journeyd demo: task {task_id} did not finish in {timeout_s:.0f} s")
+        time.sleep(0.2)
+
+
+def run_demo_flow(client: Any, prompt: str, out: Any = sys.stdout) -> dict[str, Any]:
+    """imagine -> U1 -> Vary (Region) -> modal with a drawn mask; returns the final task."""
+
+    def submit(path: str, body: dict[str, Any]) -> str:
+        answer = client.post(path, json=body).json()
+        if answer.get("code") != 200:
+            raise SystemExit(f"journeyd demo: {path} answered {answer}")
+        return answer["data"][0]["task_id"]
+
+    grid = _wait(client, submit("/v1/midjourney/generations", {"prompt": prompt}))
+    print(f"imagine     {grid['grid_image_url']}", file=out)
+    upscaled = _wait(client, submit("/v1/midjourney/generations/upscale", {"task_id": grid["id"], "index": 1}))
+    print(f"U1          {upscaled['image_urls'][0]}", file=out)
+    modal_id = submit("/v1/midjourney/generations/inpaint", {"task_id": upscaled["id"]})
+    width, height = upscaled["properties"]["width"], upscaled["properties"]["height"]
+    submit(
+        "/v1/midjourney/generations/modal",
+        {"task_id": modal_id, "prompt": "a glowing golden sun", "mask_url": _demo_mask(width, height)},
+    )
+    region = _wait(client, modal_id)
+    print(f"Vary Region {region['grid_image_url']}", file=out)
+    for i, url in enumerate(region["image_urls"], start=1):
+        print(f"  candidate {i}  {url}", file=out)
+    return region
+
+
+def demo(args: argparse.Namespace) -> int:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {args.key}"} if args.key else {}
+    url = args.url.rstrip("/")
+    server = None
+    try:
+        httpx.get(f"{url}/healthz", timeout=2).raise_for_status()
+    except httpx.HTTPError:
+        server = _start_embedded(args, url)
+    try:
+        with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+            run_demo_flow(client, args.prompt)
+    finally:
+        if server is not None:
+            server.should_exit = True
+    return 0
+
+
+def _start_embedded(args: argparse.Namespace, url: str) -> Any:
+    import uvicorn
+
+    from journeyd.api.app import create_app
+    from journeyd.runtime import build_runtime
+
+    parsed = urlsplit(url)
+    settings = _settings(argparse.Namespace(**{**vars(args), "host": parsed.hostname, "port": parsed.port or 80}))
+    print(f"no journeyd at {url}; starting one with data in {settings.data_dir}", file=sys.stderr)
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(build_runtime(settings)), host=settings.host, port=settings.port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise SystemExit(f"journeyd demo: could not start a server at {url}")
+        time.sleep(0.05)
+    return server
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="journeyd", description="Midjourney-style image tasks on your own hardware")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def common(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--data-dir", help="database and images (default ./journeyd-data, or JOURNEYD_DATA_DIR)")
+
+    serve_parser = commands.add_parser("serve", help="run the API server")
+    common(serve_parser)
+    serve_parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve_parser.add_argument("--port", type=int, help="port (default 8080)")
+    serve_parser.add_argument("--engine", help="classic (default)")
+    serve_parser.add_argument("--workers", type=int, help="in-process worker threads (default 1)")
+    serve_parser.add_argument("--public-url", help="base URL clients reach this server at")
+    serve_parser.add_argument("--prices", help="price table: JSON/TOML file or inline JSON (billing off if unset)")
+    serve_parser.add_argument("--insecure", action="store_true", help="listen beyond loopback without API keys")
+    serve_parser.add_argument("--log-level", default="info")
+    serve_parser.set_defaults(func=serve)
+
+    keys_parser = commands.add_parser("keys", help="manage API keys")
+    key_commands = keys_parser.add_subparsers(dest="keys_command", required=True)
+    create_parser = key_commands.add_parser("create", help="create a key and print it (shown once)")
+    common(create_parser)
+    create_parser.add_argument("--credits", type=int, default=0, help="starting balance")
+    create_parser.add_argument("--name", help="a note to tell keys apart")
+    create_parser.set_defaults(func=keys_create)
+    list_parser = key_commands.add_parser("list", help="list keys (never their secrets)")
+    common(list_parser)
+    list_parser.set_defaults(func=keys_list)
+
+    demo_parser = commands.add_parser("demo", help="imagine -> U1 -> Vary (Region) -> modal, print the URLs")
+    common(demo_parser)
+    demo_parser.add_argument("--url", default="http://127.0.0.1:8080", help="server to use (started if absent)")
+    demo_parser.add_argument("--key", help="API key, if the server has keys")
+    demo_parser.add_argument("--prompt", default="a lighthouse on a rocky coast at sunset, ocean waves --ar 3:2")
+    demo_parser.set_defaults(func=demo)
+
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

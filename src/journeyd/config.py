@@ -1,0 +1,68 @@
+"""Settings, read from `JOURNEYD_*` environment variables (and `journeyd serve` flags)."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from journeyd.domain.pricing import PriceTable
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="JOURNEYD_", extra="ignore")
+
+    data_dir: Path = Field(Path("./journeyd-data"), description="SQLite database and images live here")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str | None = Field(None, description="Base URL clients reach us at; image URLs start with it")
+    insecure: bool = Field(False, description="Allow listening beyond loopback with no API key created")
+
+    engine: str = Field("classic", description="classic (CPU, no weights)")
+    workers: int = Field(1, ge=0, description="In-process worker threads; 0 leaves tasks queued")
+    classic_size: int = Field(512, ge=64, le=2048, description="Side of a square classic-engine image")
+
+    modal_timeout_s: float = Field(1800, gt=0, description="A MODAL task not given a modal is cancelled after this")
+    lease_s: float = Field(60, gt=0, description="A running task whose worker is silent this long is requeued")
+    max_attempts: int = Field(3, ge=1, description="Runs a task gets before it fails for good")
+    sweep_interval_s: float = Field(1.0, gt=0)
+    max_queued_per_key: int = Field(50, ge=0, description="Queued and running tasks per key; 0 = no limit")
+
+    prices: str | None = Field(None, description="Price table: a JSON/TOML file, or inline JSON; unset = free")
+
+    allow_private_urls: bool = Field(False, description="Let mask_url and image URLs reach private addresses")
+    fetch_timeout_s: float = Field(10.0, gt=0)
+    max_fetch_bytes: int = Field(16 * 1024 * 1024, gt=0)
+    max_image_pixels: int = Field(40_000_000, gt=0)
+    max_output_pixels: int = Field(16_777_216, gt=0, description="Zoom and pan canvases are scaled to fit")
+    max_request_bytes: int = Field(32 * 1024 * 1024, gt=0)
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "journeyd.sqlite3"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        host = "127.0.0.1" if host in ("0.0.0.0", "[::]") else host
+        return f"http://{host}:{self.port}"
+
+    def price_table(self) -> PriceTable:
+        if not self.prices:
+            return PriceTable()
+        text = self.prices.strip()
+        if not text.startswith("{"):
+            path = Path(text)
+            text = path.read_text()
+            if path.suffix == ".toml":
+                return PriceTable(tomllib.loads(text).get("prices", {}))
+        return PriceTable(json.loads(text))

@@ -1,0 +1,60 @@
+"""The embedded dispatcher: worker threads in this process, pulling from the SQLite queue.
+
+The queue is the tasks table itself, so a ring of the bell only says "look again"; a task
+submitted while every thread is busy is found when one comes back for more.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+from journeyd.worker import Worker
+
+log = logging.getLogger("journeyd.dispatch")
+
+
+class LocalDispatcher:
+    def __init__(self, workers: Sequence[Worker], *, poll_s: float = 1.0) -> None:
+        self.workers = list(workers)
+        self.poll_s = poll_s
+        self._bell = threading.Condition()
+        self._rings = 0
+        self._running = False
+        self._threads: list[threading.Thread] = []
+
+    def wake(self, task_id: str) -> None:
+        with self._bell:
+            self._rings += 1
+            self._bell.notify()
+
+    def start(self) -> None:
+        self._running = True
+        for worker in self.workers:
+            thread = threading.Thread(target=self._loop, args=(worker,), name=f"journeyd-{worker.id}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        with self._bell:
+            self._running = False
+            self._bell.notify_all()
+        for thread in self._threads:
+            thread.join(timeout_s)
+        self._threads.clear()
+
+    def _loop(self, worker: Worker) -> None:
+        while self._running:
+            with self._bell:
+                self._rings = 0
+            try:
+                task = worker.run_next()
+            except Exception:  # the store is unreachable or similar: keep the thread alive
+                log.exception("worker %s could not take a task", worker.id)
+                task = None
+            if task is not None:
+                continue
+            with self._bell:
+                if self._running and self._rings == 0:
+                    self._bell.wait(self.poll_s)

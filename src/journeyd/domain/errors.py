@@ -1,0 +1,74 @@
+"""Errors a person can act on.
+
+Every failure that reaches a client is one of these. Each carries the HTTP status it maps to,
+so the dialects only choose an envelope; none of them decides what went wrong.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class JourneydError(Exception):
+    """Base class: a message meant for the person who sent the request."""
+
+    status: ClassVar[int] = 400
+    kind: ClassVar[str] = "invalid_request"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class InvalidRequest(JourneydError):
+    """The request is malformed: bad JSON, wrong types, values out of range."""
+
+
+class Unauthorized(JourneydError):
+    status = 401
+    kind = "unauthorized"
+
+
+class PaymentRequired(JourneydError):
+    status = 402
+    kind = "insufficient_credits"
+
+
+class Forbidden(JourneydError):
+    status = 403
+    kind = "forbidden"
+
+
+class NotFound(JourneydError):
+    status = 404
+    kind = "not_found"
+
+
+class Conflict(JourneydError):
+    """The request is fine but the task is not in a state that allows it (yet)."""
+
+    status = 409
+    kind = "conflict"
+
+
+class TooLarge(JourneydError):
+    status = 413
+    kind = "too_large"
+
+
+class Unprocessable(JourneydError):
+    """The request is well formed but its content cannot be used: a mask that is not an image,
+    a URL that cannot be fetched, a mask that selects nothing."""
+
+    status = 422
+    kind = "unprocessable"
+
+
+class RateLimited(JourneydError):
+    status = 429
+    kind = "rate_limited"
+
+
+class TaskCancelled(Exception):
+    """Raised inside a running engine call when its task was cancelled; not a client error."""

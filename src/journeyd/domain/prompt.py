@@ -1,0 +1,370 @@
+"""Midjourney prompt syntax: image URLs, text with `::` weights, then `--flags`.
+
+`parse_prompt` turns a prompt into a `PromptSpec`; `PromptSpec.render()` writes the canonical
+prompt back, so `parse_prompt(spec.render()) == spec`. Flags we do not understand are kept
+verbatim in `extra_flags` (and in the rendered prompt): nothing a user typed is silently dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from journeyd.domain.errors import InvalidRequest
+
+MAX_PROMPT_CHARS = 8000
+SPEEDS = ("relax", "fast", "turbo")
+QUALITIES = (0.25, 0.5, 1.0, 2.0, 4.0)
+DEFAULT_NIJI = "6"
+MAX_ASPECT = 8.0  # widest ratio accepted either way: 8:1 .. 1:8
+
+_URL = re.compile(r"<?(https?://[^\s<>]+)>?$")
+# A flag starts at "--" (or the em dash phones type for it) after whitespace, followed by a letter.
+_FLAG = re.compile(r"(?:^|(?<=\s))(?:--|—)([A-Za-z][A-Za-z0-9_-]*)")
+_WEIGHT_SEP = re.compile(r"::\s*(-?(?:\d+\.?\d*|\.\d+))?")
+_VERSION = re.compile(r"^\d{1,2}(?:\.\d{1,2})?$")
+_STYLE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+# alias -> field name
+_ALIASES = {
+    "ar": "aspect",
+    "aspect": "aspect",
+    "seed": "seed",
+    "no": "no",
+    "chaos": "chaos",
+    "c": "chaos",
+    "stylize": "stylize",
+    "s": "stylize",
+    "v": "version",
+    "version": "version",
+    "niji": "niji",
+    "q": "quality",
+    "quality": "quality",
+    "style": "style",
+    "raw": "raw",
+    "tile": "tile",
+    "zoom": "zoom",
+    "weird": "weird",
+    "w": "weird",
+    "iw": "image_weight",
+    "relax": "speed",
+    "fast": "speed",
+    "turbo": "speed",
+}
+
+
+class PromptError(InvalidRequest):
+    """A prompt that breaks Midjourney's syntax rules."""
+
+
+@dataclass(frozen=True)
+class WeightedPart:
+    text: str
+    weight: float
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """A parsed prompt. `None` means "not given": engines apply their own defaults."""
+
+    text: str = ""
+    image_urls: tuple[str, ...] = ()
+    aspect: tuple[int, int] | None = None
+    seed: int | None = None
+    no: tuple[str, ...] = ()
+    chaos: int | None = None
+    stylize: int | None = None
+    version: str | None = None
+    niji: str | None = None
+    quality: float | None = None
+    style: str | None = None
+    tile: bool = False
+    zoom: float | None = None
+    weird: int | None = None
+    image_weight: float | None = None
+    speed: str | None = None
+    extra_flags: tuple[str, ...] = field(default=())
+
+    @property
+    def parts(self) -> tuple[WeightedPart, ...]:
+        return split_weights(self.text)
+
+    @property
+    def negative(self) -> str:
+        """Everything the image should avoid: `--no` terms and parts with a negative weight."""
+        terms = list(self.no) + [p.text for p in self.parts if p.weight < 0]
+        return ", ".join(terms)
+
+    @property
+    def aspect_ratio(self) -> tuple[int, int]:
+        return self.aspect or (1, 1)
+
+    @property
+    def model_version(self) -> str:
+        """The version label used for buttons and price keys: "7", "6.1", "niji6"."""
+        if self.niji is not None:
+            return f"niji{self.niji}"
+        return self.version or DEFAULT_VERSION
+
+    def render(self) -> str:
+        """The canonical prompt: what the engine is asked for (Midjourney's `finalPrompt`)."""
+        words: list[str] = [*self.image_urls]
+        if self.text:
+            words.append(self.text)
+        if self.aspect is not None:
+            words.append(f"--ar {self.aspect[0]}:{self.aspect[1]}")
+        if self.chaos is not None:
+            words.append(f"--chaos {self.chaos}")
+        if self.no:
+            words.append("--no " + ", ".join(self.no))
+        if self.quality is not None:
+            words.append(f"--q {_num(self.quality)}")
+        if self.seed is not None:
+            words.append(f"--seed {self.seed}")
+        if self.stylize is not None:
+            words.append(f"--stylize {self.stylize}")
+        if self.style is not None:
+            words.append(f"--style {self.style}")
+        if self.tile:
+            words.append("--tile")
+        if self.niji is not None:
+            words.append(f"--niji {self.niji}")
+        if self.version is not None:
+            words.append(f"--v {self.version}")
+        if self.weird is not None:
+            words.append(f"--weird {self.weird}")
+        if self.image_weight is not None:
+            words.append(f"--iw {_num(self.image_weight)}")
+        if self.zoom is not None:
+            words.append(f"--zoom {_num(self.zoom)}")
+        if self.speed is not None:
+            words.append(f"--{self.speed}")
+        words.extend(self.extra_flags)
+        return " ".join(words)
+
+    def inherit(self, base: PromptSpec) -> PromptSpec:
+        """This spec, with every flag it leaves unset taken from `base` (a modal prompt inherits
+        the parent's parameters). Text and image prompts are never inherited."""
+        changes = {
+            f.name: getattr(base, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in ("text", "image_urls") and getattr(self, f.name) in (None, (), False)
+        }
+        if self.niji is not None or self.version is not None:
+            changes.pop("niji", None)
+            changes.pop("version", None)
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PromptSpec:
+        values = dict(data)
+        for name in ("image_urls", "no", "extra_flags"):
+            values[name] = tuple(values.get(name) or ())
+        if values.get("aspect") is not None:
+            values["aspect"] = tuple(values["aspect"])
+        return cls(**values)
+
+
+DEFAULT_VERSION = "7"
+
+
+def parse_prompt(prompt: str) -> PromptSpec:
+    """Parse a Midjourney prompt. Raises `PromptError` with a message naming the bad part."""
+    if not isinstance(prompt, str):
+        raise PromptError("prompt must be a string")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise PromptError(f"prompt is {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
+    if "\x00" in prompt:
+        raise PromptError("prompt contains a NUL character")
+    body = " ".join(prompt.split())
+
+    urls, body = _leading_urls(body)
+    flags = list(_FLAG.finditer(body))
+    text = (body[: flags[0].start()] if flags else body).strip()
+
+    values: dict[str, Any] = {}
+    extras: list[str] = []
+    for i, match in enumerate(flags):
+        end = flags[i + 1].start() if i + 1 < len(flags) else len(body)
+        name = match.group(1).lower()
+        arg = body[match.end() : end].strip()
+        target = _ALIASES.get(name)
+        if target is None:
+            extras.append(f"--{match.group(1)}" + (f" {arg}" if arg else ""))
+            continue
+        if target in values or (target == "raw" and "style" in values) or (target == "style" and "raw" in values):
+            raise PromptError(f"--{name} is given more than once")
+        values[target] = _parse_flag(name, target, arg)
+
+    if "raw" in values:
+        values["style"] = values.pop("raw")
+    if values.get("version") is not None and values.get("niji") is not None:
+        raise PromptError("use either --v or --niji, not both")
+    return PromptSpec(text=text, image_urls=tuple(urls), extra_flags=tuple(extras), **values)
+
+
+def with_overrides(spec: PromptSpec, **fields: Any) -> PromptSpec:
+    """Structured request fields win over prompt flags; `None` leaves a flag alone.
+
+    Accepts `aspect` as "16:9", `no` as a comma-separated string or list, `version` as "6.1" or
+    "niji 6", and the plain values of the other fields. Values are checked like flags.
+    """
+    changes: dict[str, Any] = {}
+    for name, value in fields.items():
+        if value is None:
+            continue
+        if name == "aspect":
+            changes["aspect"] = parse_aspect(str(value), source="size")
+        elif name == "no":
+            terms = value.split(",") if isinstance(value, str) else list(value)
+            changes["no"] = tuple(t.strip() for t in terms if str(t).strip())
+        elif name == "version":
+            version = str(value).strip().lower()
+            if version.startswith("niji"):
+                changes["niji"] = _parse_niji(version[4:].strip(" -") or DEFAULT_NIJI)
+                changes["version"] = None
+            else:
+                changes["version"] = _parse_version(version)
+                changes["niji"] = None
+        elif name in ("seed", "chaos", "stylize", "weird", "quality", "image_weight", "zoom", "style"):
+            changes[name] = _parse_flag(name, name, str(value))
+        elif name == "tile":
+            changes["tile"] = bool(value)
+        elif name == "speed":
+            changes["speed"] = parse_speed(str(value))
+        else:
+            raise ValueError(f"unknown prompt field {name!r}")
+    return dataclasses.replace(spec, **changes)
+
+
+def split_weights(text: str) -> tuple[WeightedPart, ...]:
+    """`hot dog::2 cat::-0.5` -> (hot dog, 2), (cat, -0.5); a part with no weight weighs 1."""
+    parts: list[WeightedPart] = []
+    position = 0
+    for match in _WEIGHT_SEP.finditer(text):
+        chunk = text[position : match.start()].strip()
+        if chunk:
+            parts.append(WeightedPart(chunk, float(match.group(1)) if match.group(1) else 1.0))
+        position = match.end()
+    tail = text[position:].strip()
+    if tail:
+        parts.append(WeightedPart(tail, 1.0))
+    return tuple(parts)
+
+
+def parse_aspect(value: str, *, source: str = "--ar") -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d{1,5})\s*[:xX]\s*(\d{1,5})\s*", value)
+    if not match:
+        raise PromptError(f"{source} must look like 16:9 (two whole numbers), got {value!r}")
+    width, height = int(match.group(1)), int(match.group(2))
+    if width == 0 or height == 0:
+        raise PromptError(f"{source} sides must be at least 1, got {value!r}")
+    if not 1 / MAX_ASPECT <= width / height <= MAX_ASPECT:
+        raise PromptError(f"{source} {value} is too extreme; use a ratio between 1:8 and 8:1")
+    return width, height
+
+
+def parse_speed(value: str) -> str:
+    speed = value.strip().lower()
+    if speed not in SPEEDS:
+        raise PromptError(f"speed must be one of relax, fast, turbo; got {value!r}")
+    return speed
+
+
+def _leading_urls(body: str) -> tuple[list[str], str]:
+    urls: list[str] = []
+    words = body.split(" ") if body else []
+    while words:
+        match = _URL.match(words[0])
+        if not match:
+            break
+        urls.append(match.group(1))
+        words.pop(0)
+    return urls, " ".join(words)
+
+
+def _parse_flag(name: str, target: str, arg: str) -> Any:
+    if target in ("tile", "raw", "speed"):
+        if arg:
+            raise PromptError(f"--{name} takes no value, but got {arg!r}")
+        return {"tile": True, "raw": "raw"}.get(target, name)
+    if target == "niji":
+        return _parse_niji(arg or DEFAULT_NIJI)
+    if not arg:
+        raise PromptError(f"--{name} needs a value")
+    if target == "aspect":
+        return parse_aspect(arg, source=f"--{name}")
+    if target == "no":
+        terms = tuple(t.strip() for t in arg.split(",") if t.strip())
+        if not terms:
+            raise PromptError("--no needs at least one word")
+        return terms
+    if target == "version":
+        return _parse_version(arg)
+    if target == "style":
+        if not _STYLE.match(arg):
+            raise PromptError(f"--style takes one word such as raw, got {arg!r}")
+        return arg.lower()
+    if target == "seed":
+        return _int(name, arg, 0, 4294967295)
+    if target == "chaos":
+        return _int(name, arg, 0, 100)
+    if target == "stylize":
+        return _int(name, arg, 0, 1000)
+    if target == "weird":
+        return _int(name, arg, 0, 3000)
+    if target == "quality":
+        value = _float(name, arg, 0.25, 4.0)
+        if value not in QUALITIES:
+            raise PromptError(f"--{name} must be one of .25, .5, 1, 2, 4; got {arg!r}")
+        return value
+    if target == "image_weight":
+        return _float(name, arg, 0.0, 3.0)
+    if target == "zoom":
+        return _float(name, arg, 1.0, 2.0)
+    raise AssertionError(target)
+
+
+def _parse_version(arg: str) -> str:
+    if not _VERSION.match(arg):
+        raise PromptError(f"--v takes a version number such as 7 or 6.1, got {arg!r}")
+    major, _, minor = arg.partition(".")
+    major = str(int(major))
+    minor = minor.rstrip("0")
+    return f"{major}.{minor}" if minor else major
+
+
+def _parse_niji(arg: str) -> str:
+    if not re.fullmatch(r"\d{1,2}", arg):
+        raise PromptError(f"--niji takes a version number such as 6, got {arg!r}")
+    return str(int(arg))
+
+
+def _int(name: str, arg: str, low: int, high: int) -> int:
+    if not re.fullmatch(r"-?\d+", arg):
+        raise PromptError(f"--{name} takes a whole number from {low} to {high}, got {arg!r}")
+    value = int(arg)
+    if not low <= value <= high:
+        raise PromptError(f"--{name} must be from {low} to {high}, got {value}")
+    return value
+
+
+def _float(name: str, arg: str, low: float, high: float) -> float:
+    try:
+        value = float(arg)
+    except ValueError:
+        raise PromptError(f"--{name} takes a number from {_num(low)} to {_num(high)}, got {arg!r}") from None
+    if not math.isfinite(value) or not low <= value <= high:
+        raise PromptError(f"--{name} must be from {_num(low)} to {_num(high)}, got {arg!r}")
+    return value
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))

@@ -1,0 +1,78 @@
+"""The Task: one row, the unit everything else moves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from journeyd.domain.buttons import Button, ResultKind, buttons_for
+from journeyd.domain.ids import job_uuid
+from journeyd.domain.lifecycle import Action, Op, Speed, Status
+from journeyd.domain.prompt import PromptSpec
+
+
+@dataclass(frozen=True)
+class Result:
+    """Where a finished task's pixels are: storage keys of each image and of the grid."""
+
+    kind: ResultKind
+    images: tuple[str, ...]
+    grid: str
+    width: int
+    height: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "images": list(self.images),
+            "grid": self.grid,
+            "width": self.width,
+            "height": self.height,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Result:
+        return cls(data["kind"], tuple(data["images"]), data["grid"], data["width"], data["height"])
+
+
+@dataclass
+class Task:
+    id: str
+    owner: str | None  # API key id; None for the local operator on loopback
+    action: Action
+    op: Op
+    status: Status
+    prompt: str  # the prompt as the client wrote it
+    spec: PromptSpec  # what the engine is asked for, after structured fields overrode flags
+    speed: Speed
+    seed: int
+    price_name: str
+    created_at: int
+    updated_at: int
+    parent_id: str | None = None
+    source_index: int = 1  # which of the parent's images this task starts from (1-based)
+    args: dict[str, Any] = field(default_factory=dict)  # op arguments and input keys (mask, image prompts)
+    metadata: Any = None
+    progress: int = 0
+    result: Result | None = None
+    engine: str | None = None
+    fail_reason: str | None = None
+    started_at: int | None = None
+    finished_at: int | None = None
+    modal_deadline: int | None = None
+    cancel_requested: bool = False
+    attempts: int = 0
+
+    @property
+    def job(self) -> str:
+        return job_uuid(self.id)
+
+    @property
+    def final_prompt(self) -> str:
+        return self.spec.render()
+
+    @property
+    def buttons(self) -> tuple[Button, ...]:
+        if self.status is not Status.SUCCESS or self.result is None:
+            return ()
+        return buttons_for(self.job, self.result.kind, self.spec.model_version)

@@ -1,0 +1,77 @@
+"""The Engine seam: pixels in, pixels out.
+
+An engine knows nothing of tasks, ids, billing or HTTP. It receives images (HxWx3 uint8 RGB numpy
+arrays), masks (HxW bool, True = repaint), the parsed prompt and seeds, and returns images.
+Compositing the result back onto the parent is not the engine's job: `imaging.composite` does it
+once, so every engine keeps pixels beyond the feather bit-identical to the parent for free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from journeyd.domain.prompt import PromptSpec
+
+Image = np.ndarray  # HxWx3 uint8, RGB
+Mask = np.ndarray  # HxW bool, True where the engine must paint
+
+UpscaleMode = Literal["subtle", "creative"]
+InpaintKind = Literal["region", "outpaint"]
+
+
+class Progress(Protocol):
+    """Called by engines as work advances. It raises `TaskCancelled` when the task was cancelled,
+    so an engine stops at its next step without checking anything itself."""
+
+    def __call__(self, done: int, total: int) -> None: ...
+
+
+@runtime_checkable
+class Engine(Protocol):
+    name: str
+
+    def canvas_size(self, aspect: tuple[int, int]) -> tuple[int, int]:
+        """(width, height) this engine draws a new image at for an aspect ratio like (16, 9)."""
+        ...
+
+    def generate(
+        self,
+        prompt: PromptSpec,
+        size: tuple[int, int],
+        seeds: Sequence[int],
+        progress: Progress,
+        init_images: Sequence[Image] = (),
+    ) -> list[Image]:
+        """Imagine: one image per seed at `size`. `init_images` are image prompts to follow."""
+        ...
+
+    def vary(
+        self, image: Image, prompt: PromptSpec, strength: float, seeds: Sequence[int], progress: Progress
+    ) -> list[Image]:
+        """Vary (Subtle/Strong), V1-V4: one variation per seed, same size as `image`.
+        strength 0 returns the image, 1 ignores it."""
+        ...
+
+    def upscale(self, image: Image, prompt: PromptSpec, mode: UpscaleMode, seed: int, progress: Progress) -> Image:
+        """Upscale (Subtle/Creative): twice the width and height."""
+        ...
+
+    def inpaint(
+        self,
+        image: Image,
+        mask: Mask,
+        prompt: PromptSpec,
+        seeds: Sequence[int],
+        kind: InpaintKind,
+        progress: Progress,
+    ) -> list[Image]:
+        """Repaint the masked pixels, one candidate per seed, each the size of `image`.
+
+        `kind` is "region" for Vary (Region) and "outpaint" for Zoom Out and Pan, where the
+        masked area is new canvas that was pre-filled from the image's edges. Pixels outside the
+        mask may come back changed; the caller composites them away.
+        """
+        ...

@@ -1,0 +1,56 @@
+"""Colour priors for masked areas.
+
+`blur_fill` is Fooocus' fill: before anything paints into a hole, the hole is flooded with a smooth
+extension of the surrounding colours, so whatever is painted on top starts from colours that already
+continue the known pixels instead of from black or stretched edges.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# (box kernel, passes), coarse to fine: the wide kernels carry colour deep into the hole, the narrow
+# ones smooth the seam against the known pixels that are restored after every pass.
+_SCHEDULE: tuple[tuple[int, int], ...] = (
+    (512, 2),
+    (256, 2),
+    (128, 4),
+    (64, 4),
+    (33, 8),
+    (15, 8),
+    (5, 16),
+    (3, 16),
+)
+
+
+def blur_fill(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Fill `mask` (True = unknown) in an HxW or HxWxC image by repeated box blurs.
+
+    After every blur the known pixels are put back, so colour diffuses from the hole's border
+    inwards; the result keeps `image`'s dtype and its known pixels bit-identical.
+    """
+    if image.shape[:2] != mask.shape:
+        raise ValueError(f"mask shape {mask.shape} does not match image shape {image.shape[:2]}")
+    hole = mask.astype(bool)
+    if not hole.any() or hole.all():
+        # Nothing to fill, or nothing to fill it from.
+        return image.copy()
+
+    known = ~hole if image.ndim == 2 else np.repeat(~hole[..., None], image.shape[2], axis=2)
+    source = image.astype(np.float32)
+    current = source.copy()
+    height, width = hole.shape
+    for kernel, passes in _SCHEDULE:
+        # A kernel wider than the image only averages reflections of it; clamp to keep cv2 happy.
+        k = max(1, min(kernel, height, width))
+        for _ in range(passes):
+            current = cv2.blur(current, (k, k))
+            np.copyto(current, source, where=known)
+
+    if np.issubdtype(image.dtype, np.integer):
+        info = np.iinfo(image.dtype)
+        current = np.clip(np.rint(current), info.min, info.max)
+    result = current.astype(image.dtype)
+    np.copyto(result, image, where=known)
+    return result

@@ -1,0 +1,112 @@
+"""How each op turns its inputs into pixels: engine calls plus the one compositing step.
+
+Knows ops and images; knows nothing of rows, queues or HTTP. Region, Zoom and Pan all end in
+`imaging.composite`, which is what keeps pixels beyond the feather bit-identical to the parent.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from journeyd.domain.buttons import ResultKind
+from journeyd.domain.lifecycle import Op
+from journeyd.domain.task import Task
+from journeyd.engines.base import Engine, Image, Mask, Progress
+from journeyd.imaging.canvas import Canvas, pan_canvas, zoom_canvas
+from journeyd.imaging.composite import composite, dilate, feather_for, feather_weights
+
+VARY_STRENGTH = {Op.VARY_SUBTLE: 0.5, Op.VARY_STRONG: 0.85}
+CANDIDATES = 4
+
+
+@dataclass
+class Inputs:
+    source: Image | None = None  # the parent image this task starts from
+    mask: Mask | None = None  # Vary (Region): True = repaint, at the source's size
+    image_prompts: list[Image] = field(default_factory=list)
+
+
+@dataclass
+class Rendered:
+    images: list[Image]
+    kind: ResultKind
+
+
+def seeds_for(seed: int) -> list[int]:
+    """One seed per candidate, so any tile can be reproduced alone from the task seed + its index."""
+    return [(seed + i) % 2**32 for i in range(CANDIDATES)]
+
+
+def render(task: Task, inputs: Inputs, engine: Engine, progress: Progress, *, max_output_pixels: int) -> Rendered:
+    spec, seeds, op = task.spec, seeds_for(task.seed), task.op
+    if op is Op.GENERATE:
+        size = engine.canvas_size(spec.aspect_ratio)
+        return Rendered(engine.generate(spec, size, seeds, progress, inputs.image_prompts), "grid")
+
+    source = _required(inputs.source, "source image")
+    if op is Op.PICK:
+        progress(1, 1)
+        return Rendered([source], "single")
+    if op in (Op.UPSCALE_SUBTLE, Op.UPSCALE_CREATIVE):
+        mode = "creative" if op is Op.UPSCALE_CREATIVE else "subtle"
+        image = source
+        for _ in range(int(math.log2(task.args.get("factor", 2)))):
+            image = engine.upscale(image, spec, mode, task.seed, progress)
+        return Rendered([image], "single")
+    if op in VARY_STRENGTH:
+        return Rendered(engine.vary(source, spec, VARY_STRENGTH[op], seeds, progress), "grid")
+    if op is Op.VARY_REGION:
+        mask = _required(inputs.mask, "mask")
+        dilate_px, feather_px = feather_for(source.shape[1], source.shape[0])
+        grown = dilate(mask, dilate_px)
+        candidates = engine.inpaint(source, grown, spec, seeds, "region", progress)
+        weights = feather_weights(grown, feather_px)
+        return Rendered([composite(source, c, weights) for c in candidates], "grid")
+    if op is Op.ZOOM_OUT:
+        aspect = task.args.get("aspect")
+        canvas = _fit(
+            source,
+            max_output_pixels,
+            lambda image: zoom_canvas(
+                image,
+                task.args.get("zoom", 2.0),
+                square=task.args.get("square", False),
+                aspect=tuple(aspect) if aspect else None,
+            ),
+        )
+        return _outpaint(canvas, engine, task, seeds, progress)
+    if op is Op.PAN:
+        canvas = _fit(source, max_output_pixels, lambda image: pan_canvas(image, task.args["direction"]))
+        return _outpaint(canvas, engine, task, seeds, progress)
+    raise ValueError(f"no renderer for op {op}")
+
+
+def _outpaint(canvas: Canvas, engine: Engine, task: Task, seeds: list[int], progress: Progress) -> Rendered:
+    height, width = canvas.mask.shape
+    _, feather_px = feather_for(width, height)
+    candidates = engine.inpaint(canvas.image, canvas.mask, task.spec, seeds, "outpaint", progress)
+    weights = feather_weights(canvas.mask, feather_px)
+    return Rendered([composite(canvas.image, c, weights) for c in candidates], "grid")
+
+
+def _fit(source: Image, max_pixels: int, make_canvas) -> Canvas:  # type: ignore[no-untyped-def]
+    """Build the canvas; if it would exceed `max_pixels`, shrink the source first (then, and only
+    then, the parent's pixels are resampled)."""
+    canvas = make_canvas(source)
+    height, width = canvas.mask.shape
+    if width * height <= max_pixels:
+        return canvas
+    scale = math.sqrt(max_pixels / (width * height)) * 0.99
+    h, w = source.shape[:2]
+    smaller = cv2.resize(source, (max(8, int(w * scale)), max(8, int(h * scale))), interpolation=cv2.INTER_AREA)
+    return make_canvas(smaller)
+
+
+def _required(value: np.ndarray | None, name: str) -> np.ndarray:
+    if value is None:
+        raise ValueError(f"task is missing its {name}")
+    return value

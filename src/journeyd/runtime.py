@@ -1,0 +1,164 @@
+"""Wiring: build the store, media, engine, service, workers and upkeep from Settings."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import random
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from journeyd.clock import Clock, SystemClock
+from journeyd.config import Settings
+from journeyd.dispatch.local import LocalDispatcher
+from journeyd.domain.ids import IdGenerator
+from journeyd.engines import load_engine
+from journeyd.engines.base import Engine
+from journeyd.maintenance import Maintenance
+from journeyd.media.fetch import SafeFetcher
+from journeyd.media.storage import LocalImageStore
+from journeyd.service import Limits, TaskService
+from journeyd.store.sqlite import SqliteStore
+from journeyd.worker import Worker
+
+
+class DataDirBusy(RuntimeError):
+    pass
+
+
+class DataDirLock:
+    """One server per data dir: its queue is only safe to recover when nobody else works on it."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / ".lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        if self._fd is not None:
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DataDirBusy(f"another journeyd is already using {self.path.parent}") from None
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    clock: Clock
+    store: SqliteStore
+    images: LocalImageStore
+    engine: Engine
+    service: TaskService
+    workers: list[Worker]
+    dispatcher: LocalDispatcher
+    maintenance: Maintenance
+    lock: DataDirLock
+
+    def start(self) -> None:
+        """Take the data dir, recover what a previous process left running, then start working."""
+        self.lock.acquire()
+        self.service.reclaim(every_lease=True)  # we hold the lock: any running task is an orphan
+        self.maintenance.run_once()
+        self.dispatcher.start()
+        self.maintenance.start()
+
+    def stop(self) -> None:
+        self.maintenance.stop()
+        self.dispatcher.stop()
+        self.lock.release()
+        self.store.close()
+
+    def run_pending(self, limit: int = 1000) -> int:
+        """Run queued tasks on this thread until none is left (tests and the demo use it)."""
+        worker = self.workers[0] if self.workers else self._spare_worker()
+        count = 0
+        while count < limit and worker.run_next() is not None:
+            count += 1
+        return count
+
+    def _spare_worker(self) -> Worker:
+        return _make_worker(self.settings, self.store, self.images, self.engine, self.clock, "inline")
+
+
+def _make_worker(
+    settings: Settings, store: SqliteStore, images: LocalImageStore, engine: Engine, clock: Clock, name: str
+) -> Worker:
+    return Worker(
+        store,
+        images,
+        engine,
+        clock,
+        worker_id=f"{name}-{secrets.token_hex(4)}",
+        lease_ms=int(settings.lease_s * 1000),
+        max_output_pixels=settings.max_output_pixels,
+    )
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    engine: Engine | None = None,
+    seed: int | None = None,
+    entropy: Callable[[int], bytes] | None = None,
+) -> Runtime:
+    clock = clock or SystemClock()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = SqliteStore(settings.database_path)
+    images = LocalImageStore(settings.images_dir)
+    engine = engine or load_engine(settings)
+    fetcher = SafeFetcher(
+        allow_private=settings.allow_private_urls,
+        timeout_s=settings.fetch_timeout_s,
+        max_bytes=settings.max_fetch_bytes,
+        allowed_ports=None if settings.allow_private_urls else (80, 443, 8080, 8443),
+    )
+    workers = [_make_worker(settings, store, images, engine, clock, f"worker{i}") for i in range(settings.workers)]
+    dispatcher = LocalDispatcher(workers)
+    rng = random.Random(seed)
+    if entropy is None and seed is not None:
+        id_rng = random.Random(seed + 1)  # its own stream, so ids do not shift the seeds tasks get
+        entropy = lambda n: id_rng.getrandbits(8 * n).to_bytes(n, "big")  # noqa: E731
+    ids = IdGenerator(clock.now_ms, entropy) if entropy else IdGenerator(clock.now_ms)
+    service = TaskService(
+        store,
+        images,
+        fetcher,
+        dispatcher,
+        clock=clock,
+        ids=ids,
+        prices=settings.price_table(),
+        rng=rng,
+        limits=Limits(
+            modal_timeout_ms=int(settings.modal_timeout_s * 1000),
+            max_queued_per_key=settings.max_queued_per_key,
+            max_image_pixels=settings.max_image_pixels,
+            max_output_pixels=settings.max_output_pixels,
+            max_attempts=settings.max_attempts,
+        ),
+    )
+    maintenance = Maintenance(service, settings.sweep_interval_s)
+    return Runtime(
+        settings,
+        clock,
+        store,
+        images,
+        engine,
+        service,
+        workers,
+        dispatcher,
+        maintenance,
+        DataDirLock(settings.data_dir),
+    )

@@ -1,0 +1,97 @@
+"""The store port: tasks, the queue, API keys and the ledger, each change atomic.
+
+Every method that moves a task is a conditional update: it names the status the task must be in,
+so two racing callers (a modal call and the expiry sweep, two workers, a cancel and a finish)
+cannot both win. Charges and refunds are written in the same transaction as the status change
+that causes them; a refund is unique per task, so it happens exactly once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from journeyd.domain.keys import ApiKey, Charge
+from journeyd.domain.lifecycle import Status
+from journeyd.domain.prompt import PromptSpec
+from journeyd.domain.task import Result, Task
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    key_id: str
+    task_id: str | None
+    kind: str  # "grant" | "charge" | "refund"
+    step: str
+    price_key: str | None
+    amount: int
+    created_at: int
+
+
+@dataclass(frozen=True)
+class Reclaimed:
+    requeued: list[str]
+    failed: list[str]
+
+
+class TaskStore(Protocol):
+    # --- tasks -----------------------------------------------------------------------------
+    def insert_task(self, task: Task, charge: Charge | None) -> None:
+        """Insert a new task, debiting `charge` in the same transaction (PaymentRequired if short)."""
+
+    def get_task(self, task_id: str) -> Task | None: ...
+
+    def submit_modal(
+        self, task_id: str, now: int, *, prompt: str, spec: PromptSpec, args: dict[str, Any], charge: Charge | None
+    ) -> Task | None:
+        """MODAL -> SUBMITTED if the modal window is still open at `now`; None if it is not."""
+
+    def claim_next(self, worker: str, now: int, lease_ms: int) -> Task | None:
+        """Take the first queued task (highest speed, then oldest) and lease it to `worker`."""
+
+    def heartbeat(self, task_id: str, worker: str, now: int, lease_ms: int, progress: int) -> bool | None:
+        """Record progress and extend the lease. Returns whether a cancel was requested, or
+        None when `worker` no longer holds the task."""
+
+    def finish(
+        self,
+        task_id: str,
+        worker: str,
+        status: Status,
+        now: int,
+        *,
+        result: Result | None = None,
+        engine: str | None = None,
+        fail_reason: str | None = None,
+    ) -> Task | None:
+        """IN_PROGRESS -> a terminal status, refunding if it is one that refunds."""
+
+    def cancel(self, task_id: str, now: int, reason: str) -> Task | None:
+        """Cancel a waiting task (refunded) or ask a running one to stop. None if unknown."""
+
+    def expire_modals(self, now: int, reason: str) -> list[str]:
+        """Cancel and refund every MODAL task whose window closed before `now`."""
+
+    def reclaim(self, now: int, max_attempts: int, *, every_lease: bool = False) -> Reclaimed:
+        """Requeue tasks whose worker's lease ran out (all leases with `every_lease`); fail the
+        ones that already had `max_attempts` tries."""
+
+    def queued_count(self, owner: str | None) -> int: ...
+
+    def queue_position(self, task_id: str) -> int:
+        """How many queued tasks run before this one."""
+
+    # --- keys and ledger ---------------------------------------------------------------------
+    def create_key(self, key: ApiKey, key_hash: str) -> None: ...
+
+    def key_by_hash(self, key_hash: str) -> ApiKey | None: ...
+
+    def get_key(self, key_id: str) -> ApiKey | None: ...
+
+    def list_keys(self) -> list[ApiKey]: ...
+
+    def count_keys(self) -> int: ...
+
+    def ledger(self, *, key_id: str | None = None, task_id: str | None = None) -> list[LedgerEntry]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,481 @@
+"""SQLite adapter of the store: tasks, queue, keys and ledger in one WAL database file.
+
+Each thread gets its own connection (sqlite3 connections are not shareable). Writes run in
+`BEGIN IMMEDIATE` so the write lock is taken up front and no transaction fails halfway with
+SQLITE_BUSY. With WAL and synchronous=NORMAL a committed transaction survives `kill -9`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from journeyd.domain.errors import PaymentRequired
+from journeyd.domain.keys import ApiKey, Charge
+from journeyd.domain.lifecycle import Action, Op, Speed, Status, sources_of
+from journeyd.domain.prompt import PromptSpec
+from journeyd.domain.task import Result, Task
+from journeyd.store.base import LedgerEntry, Reclaimed
+
+MIGRATIONS = [
+    """
+    CREATE TABLE tasks (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        owner TEXT,
+        action TEXT NOT NULL,
+        op TEXT NOT NULL,
+        status TEXT NOT NULL,
+        progress INTEGER NOT NULL DEFAULT 0,
+        prompt TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        speed TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        seed INTEGER NOT NULL,
+        price_name TEXT NOT NULL,
+        parent_id TEXT,
+        source_index INTEGER NOT NULL DEFAULT 1,
+        args TEXT NOT NULL DEFAULT '{}',
+        metadata TEXT,
+        result TEXT,
+        engine TEXT,
+        fail_reason TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        started_at INTEGER,
+        finished_at INTEGER,
+        modal_deadline INTEGER,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        lease_owner TEXT,
+        lease_until INTEGER
+    );
+    CREATE INDEX tasks_queue ON tasks (status, priority DESC, seq);
+    CREATE INDEX tasks_owner ON tasks (owner, status);
+    CREATE INDEX tasks_modal ON tasks (modal_deadline) WHERE status = 'modal';
+    CREATE INDEX tasks_lease ON tasks (lease_until) WHERE status = 'in_progress';
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        hash TEXT NOT NULL UNIQUE,
+        prefix TEXT NOT NULL,
+        name TEXT NOT NULL DEFAULT '',
+        balance INTEGER NOT NULL DEFAULT 0 CHECK (balance >= 0),
+        created_at INTEGER NOT NULL,
+        revoked_at INTEGER
+    );
+    CREATE TABLE ledger (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        key_id TEXT NOT NULL REFERENCES api_keys (id),
+        task_id TEXT,
+        kind TEXT NOT NULL CHECK (kind IN ('grant', 'charge', 'refund')),
+        step TEXT NOT NULL,
+        price_key TEXT,
+        amount INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        UNIQUE (task_id, step)
+    );
+    CREATE INDEX ledger_key ON ledger (key_id);
+    """,
+]
+
+_TASK_COLUMNS = (  # the order _task_from_row unpacks
+    "id, owner, action, op, status, progress, prompt, spec, speed, priority, seed, price_name, parent_id, "
+    "source_index, args, metadata, result, engine, fail_reason, created_at, updated_at, started_at, "
+    "finished_at, modal_deadline, cancel_requested, attempts"
+)
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _task_from_row(row: sqlite3.Row) -> Task:
+    # Positional: this runs on every poll, and sqlite3.Row lookups by name cost more than by index.
+    (
+        task_id,
+        owner,
+        action,
+        op,
+        status,
+        progress,
+        prompt,
+        spec,
+        speed,
+        _priority,
+        seed,
+        price_name,
+        parent_id,
+        source_index,
+        args,
+        metadata,
+        result,
+        engine,
+        fail_reason,
+        created_at,
+        updated_at,
+        started_at,
+        finished_at,
+        modal_deadline,
+        cancel_requested,
+        attempts,
+    ) = row
+    return Task(
+        id=task_id,
+        owner=owner,
+        action=Action(action),
+        op=Op(op),
+        status=Status(status),
+        progress=progress,
+        prompt=prompt,
+        spec=PromptSpec.from_json(orjson.loads(spec)),
+        speed=Speed(speed),
+        seed=seed,
+        price_name=price_name,
+        parent_id=parent_id,
+        source_index=source_index,
+        args=orjson.loads(args),
+        metadata=orjson.loads(metadata) if metadata is not None else None,
+        result=Result.from_json(orjson.loads(result)) if result else None,
+        engine=engine,
+        fail_reason=fail_reason,
+        created_at=created_at,
+        updated_at=updated_at,
+        started_at=started_at,
+        finished_at=finished_at,
+        modal_deadline=modal_deadline,
+        cancel_requested=bool(cancel_requested),
+        attempts=attempts,
+    )
+
+
+def _key_from_row(row: sqlite3.Row) -> ApiKey:
+    return ApiKey(
+        row["id"], row["prefix"], row["name"], row["balance"], row["created_at"], row["revoked_at"] is not None
+    )
+
+
+def _in(statuses: frozenset[Status]) -> str:
+    return "(" + ", ".join(f"'{s.value}'" for s in sorted(statuses)) + ")"
+
+
+_WAITING = sources_of(Status.CANCELLED) - {Status.IN_PROGRESS}  # cancelled at once; running ones are asked to stop
+
+
+class SqliteStore:
+    def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._migrate()
+
+    # --- plumbing ------------------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self._write() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in script.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number}")
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    # --- billing helpers (inside a write transaction) ---------------------------------------------
+    @staticmethod
+    def _charge(conn: sqlite3.Connection, task_id: str, charge: Charge, now: int) -> None:
+        updated = conn.execute(
+            "UPDATE api_keys SET balance = balance - ? WHERE id = ? AND balance >= ?",
+            (charge.amount, charge.key_id, charge.amount),
+        ).rowcount
+        if not updated:
+            row = conn.execute("SELECT balance FROM api_keys WHERE id = ?", (charge.key_id,)).fetchone()
+            balance = row["balance"] if row else 0
+            raise PaymentRequired(
+                f"this costs {charge.amount} credits ({charge.price_key}) but the key has {balance}",
+                price=charge.amount,
+                balance=balance,
+                price_key=charge.price_key,
+            )
+        conn.execute(
+            "INSERT INTO ledger (key_id, task_id, kind, step, price_key, amount, created_at) "
+            "VALUES (?, ?, 'charge', ?, ?, ?, ?)",
+            (charge.key_id, task_id, charge.step, charge.price_key, charge.amount, now),
+        )
+
+    @staticmethod
+    def _refund(conn: sqlite3.Connection, task_id: str, now: int) -> None:
+        charges = conn.execute(
+            "SELECT key_id, SUM(amount) AS total FROM ledger WHERE task_id = ? AND kind = 'charge' GROUP BY key_id",
+            (task_id,),
+        ).fetchall()
+        for row in charges:
+            inserted = conn.execute(
+                "INSERT OR IGNORE INTO ledger (key_id, task_id, kind, step, amount, created_at) "
+                "VALUES (?, ?, 'refund', 'refund', ?, ?)",
+                (row["key_id"], task_id, row["total"], now),
+            ).rowcount
+            if inserted:
+                conn.execute("UPDATE api_keys SET balance = balance + ? WHERE id = ?", (row["total"], row["key_id"]))
+
+    # --- tasks ---------------------------------------------------------------------------------
+    def insert_task(self, task: Task, charge: Charge | None) -> None:
+        with self._write() as conn:
+            conn.execute(
+                f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES ({', '.join('?' * 26)})",
+                (
+                    task.id,
+                    task.owner,
+                    task.action.value,
+                    task.op.value,
+                    task.status.value,
+                    task.progress,
+                    task.prompt,
+                    _dumps(task.spec.to_json()),
+                    task.speed.value,
+                    task.speed.priority,
+                    task.seed,
+                    task.price_name,
+                    task.parent_id,
+                    task.source_index,
+                    _dumps(task.args),
+                    _dumps(task.metadata) if task.metadata is not None else None,
+                    _dumps(task.result.to_json()) if task.result else None,
+                    task.engine,
+                    task.fail_reason,
+                    task.created_at,
+                    task.updated_at,
+                    task.started_at,
+                    task.finished_at,
+                    task.modal_deadline,
+                    int(task.cancel_requested),
+                    task.attempts,
+                ),
+            )
+            if charge is not None:
+                self._charge(conn, task.id, charge, task.created_at)
+
+    def get_task(self, task_id: str) -> Task | None:
+        row = self._conn().execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        return _task_from_row(row) if row else None
+
+    def submit_modal(
+        self, task_id: str, now: int, *, prompt: str, spec: PromptSpec, args: dict[str, Any], charge: Charge | None
+    ) -> Task | None:
+        with self._write() as conn:
+            row = conn.execute(
+                f"UPDATE tasks SET status = 'submitted', prompt = ?, spec = ?, args = ?, modal_deadline = NULL, "
+                f"updated_at = ? WHERE id = ? AND status = 'modal' AND modal_deadline > ? RETURNING {_TASK_COLUMNS}",
+                (prompt, _dumps(spec.to_json()), _dumps(args), now, task_id, now),
+            ).fetchone()
+            if row is None:
+                return None
+            if charge is not None:
+                self._charge(conn, task_id, charge, now)
+            return _task_from_row(row)
+
+    def claim_next(self, worker: str, now: int, lease_ms: int) -> Task | None:
+        with self._write() as conn:
+            row = conn.execute(
+                "UPDATE tasks SET status = 'in_progress', started_at = COALESCE(started_at, :now), "
+                "lease_owner = :worker, lease_until = :until, attempts = attempts + 1, updated_at = :now "
+                "WHERE seq = (SELECT seq FROM tasks WHERE status = 'submitted' ORDER BY priority DESC, seq LIMIT 1) "
+                f"RETURNING {_TASK_COLUMNS}",
+                {"now": now, "worker": worker, "until": now + lease_ms},
+            ).fetchone()
+            return _task_from_row(row) if row else None
+
+    def heartbeat(self, task_id: str, worker: str, now: int, lease_ms: int, progress: int) -> bool | None:
+        with self._write() as conn:
+            row = conn.execute(
+                "UPDATE tasks SET progress = MAX(progress, ?), lease_until = ?, updated_at = ? "
+                "WHERE id = ? AND status = 'in_progress' AND lease_owner = ? RETURNING cancel_requested",
+                (progress, now + lease_ms, now, task_id, worker),
+            ).fetchone()
+            return bool(row["cancel_requested"]) if row else None
+
+    def finish(
+        self,
+        task_id: str,
+        worker: str,
+        status: Status,
+        now: int,
+        *,
+        result: Result | None = None,
+        engine: str | None = None,
+        fail_reason: str | None = None,
+    ) -> Task | None:
+        with self._write() as conn:
+            row = conn.execute(
+                "UPDATE tasks SET status = ?, progress = CASE WHEN ? THEN 100 ELSE progress END, result = ?, "
+                "engine = COALESCE(?, engine), fail_reason = ?, finished_at = ?, updated_at = ?, "
+                "lease_owner = NULL, lease_until = NULL "
+                f"WHERE id = ? AND status = 'in_progress' AND lease_owner = ? RETURNING {_TASK_COLUMNS}",
+                (
+                    status.value,
+                    status is Status.SUCCESS,
+                    _dumps(result.to_json()) if result else None,
+                    engine,
+                    fail_reason,
+                    now,
+                    now,
+                    task_id,
+                    worker,
+                ),
+            ).fetchone()
+            if row is not None and status.refunds:
+                self._refund(conn, task_id, now)
+            return _task_from_row(row) if row else None
+
+    def cancel(self, task_id: str, now: int, reason: str) -> Task | None:
+        with self._write() as conn:
+            row = conn.execute(
+                "UPDATE tasks SET status = 'cancelled', fail_reason = ?, finished_at = ?, updated_at = ?, "
+                f"modal_deadline = NULL WHERE id = ? AND status IN {_in(_WAITING)} "
+                f"RETURNING {_TASK_COLUMNS}",
+                (reason, now, now, task_id),
+            ).fetchone()
+            if row is not None:
+                self._refund(conn, task_id, now)
+                return _task_from_row(row)
+            conn.execute(
+                "UPDATE tasks SET cancel_requested = 1, updated_at = ? WHERE id = ? AND status = 'in_progress'",
+                (now, task_id),
+            )
+            row = conn.execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
+            return _task_from_row(row) if row else None
+
+    def expire_modals(self, now: int, reason: str) -> list[str]:
+        with self._write() as conn:
+            rows = conn.execute(
+                "UPDATE tasks SET status = 'cancelled', fail_reason = ?, finished_at = ?, updated_at = ?, "
+                "modal_deadline = NULL WHERE status = 'modal' AND modal_deadline <= ? RETURNING id",
+                (reason, now, now, now),
+            ).fetchall()
+            for row in rows:
+                self._refund(conn, row["id"], now)
+            return [row["id"] for row in rows]
+
+    def reclaim(self, now: int, max_attempts: int, *, every_lease: bool = False) -> Reclaimed:
+        with self._write() as conn:
+            rows = conn.execute(
+                "SELECT id, attempts FROM tasks WHERE status = 'in_progress' AND (? OR lease_until < ?)",
+                (every_lease, now),
+            ).fetchall()
+            requeued, failed = [], []
+            for row in rows:
+                if row["attempts"] >= max_attempts:
+                    conn.execute(
+                        "UPDATE tasks SET status = 'failure', fail_reason = ?, finished_at = ?, updated_at = ?, "
+                        "lease_owner = NULL, lease_until = NULL WHERE id = ?",
+                        (
+                            f"the worker stopped while running this task {row['attempts']} times; giving up",
+                            now,
+                            now,
+                            row["id"],
+                        ),
+                    )
+                    self._refund(conn, row["id"], now)
+                    failed.append(row["id"])
+                else:
+                    conn.execute(
+                        "UPDATE tasks SET status = 'submitted', lease_owner = NULL, lease_until = NULL, "
+                        "updated_at = ? WHERE id = ?",
+                        (now, row["id"]),
+                    )
+                    requeued.append(row["id"])
+            return Reclaimed(requeued, failed)
+
+    def queued_count(self, owner: str | None) -> int:
+        return (
+            self._conn()
+            .execute("SELECT COUNT(*) FROM tasks WHERE owner IS ? AND status IN ('submitted', 'in_progress')", (owner,))
+            .fetchone()[0]
+        )
+
+    def queue_position(self, task_id: str) -> int:
+        return (
+            self._conn()
+            .execute(
+                "SELECT COUNT(*) FROM tasks AS other, tasks AS me WHERE me.id = ? AND other.status = 'submitted' "
+                "AND (other.priority > me.priority OR (other.priority = me.priority AND other.seq < me.seq))",
+                (task_id,),
+            )
+            .fetchone()[0]
+        )
+
+    # --- keys and ledger ---------------------------------------------------------------------
+    def create_key(self, key: ApiKey, key_hash: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO api_keys (id, hash, prefix, name, balance, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (key.id, key_hash, key.prefix, key.name, key.balance, key.created_at),
+            )
+            if key.balance:
+                conn.execute(
+                    "INSERT INTO ledger (key_id, task_id, kind, step, amount, created_at) "
+                    "VALUES (?, NULL, 'grant', 'grant', ?, ?)",
+                    (key.id, key.balance, key.created_at),
+                )
+
+    def key_by_hash(self, key_hash: str) -> ApiKey | None:
+        row = self._conn().execute("SELECT * FROM api_keys WHERE hash = ?", (key_hash,)).fetchone()
+        return _key_from_row(row) if row else None
+
+    def get_key(self, key_id: str) -> ApiKey | None:
+        row = self._conn().execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        return _key_from_row(row) if row else None
+
+    def list_keys(self) -> list[ApiKey]:
+        return [_key_from_row(row) for row in self._conn().execute("SELECT * FROM api_keys ORDER BY created_at")]
+
+    def count_keys(self) -> int:
+        return self._conn().execute("SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL").fetchone()[0]
+
+    def ledger(self, *, key_id: str | None = None, task_id: str | None = None) -> list[LedgerEntry]:
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT key_id, task_id, kind, step, price_key, amount, created_at FROM ledger "
+                "WHERE (? IS NULL OR key_id = ?) AND (? IS NULL OR task_id = ?) ORDER BY id",
+                (key_id, key_id, task_id, task_id),
+            )
+            .fetchall()
+        )
+        return [LedgerEntry(**dict(row)) for row in rows]

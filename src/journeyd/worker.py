@@ -1,0 +1,124 @@
+"""run_task: claim a row, lease it, call the engine, save images, finish the row.
+
+The same worker body runs in every dispatch mode. Claiming is a conditional update, so a task
+delivered twice runs once; outputs go to deterministic keys, so a task re-run after a crash
+overwrites its own files instead of leaving strays.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+
+from journeyd.clock import Clock
+from journeyd.domain.errors import JourneydError, TaskCancelled
+from journeyd.domain.lifecycle import Status
+from journeyd.domain.task import Result, Task
+from journeyd.engines.base import Engine
+from journeyd.imaging.codec import decode_png, encode_png
+from journeyd.imaging.grid import make_grid
+from journeyd.media.storage import ImageStore
+from journeyd.render import Inputs, Rendered, render
+from journeyd.store.base import TaskStore
+
+log = logging.getLogger("journeyd.worker")
+
+
+class LeaseLost(Exception):
+    """Another worker took the task over (our lease ran out); stop without writing anything."""
+
+
+class _Heartbeat:
+    """The engine's progress callback: records progress, renews the lease, and raises
+    TaskCancelled as soon as a cancel was requested. Writes at most every `every_ms`
+    unless progress jumped, so a 50-step engine does not write 50 rows."""
+
+    def __init__(self, worker: Worker, task: Task) -> None:
+        self.worker, self.task = worker, task
+        self.last_write, self.last_percent = -(10**18), -1
+
+    def __call__(self, done: int, total: int) -> None:
+        percent = max(0, min(99, done * 100 // max(total, 1)))
+        now = self.worker.clock.now_ms()
+        if now - self.last_write < self.worker.heartbeat_ms and percent - self.last_percent < 10:
+            return
+        self.last_write, self.last_percent = now, percent
+        cancel = self.worker.store.heartbeat(self.task.id, self.worker.id, now, self.worker.lease_ms, percent)
+        if cancel is None:
+            raise LeaseLost(self.task.id)
+        if cancel:
+            raise TaskCancelled(self.task.id)
+
+
+class Worker:
+    def __init__(
+        self,
+        store: TaskStore,
+        images: ImageStore,
+        engine: Engine,
+        clock: Clock,
+        *,
+        worker_id: str,
+        lease_ms: int = 60_000,
+        heartbeat_ms: int = 1_000,
+        max_output_pixels: int = 16_777_216,
+    ) -> None:
+        self.store, self.images, self.engine, self.clock = store, images, engine, clock
+        self.id = worker_id
+        self.lease_ms, self.heartbeat_ms = lease_ms, heartbeat_ms
+        self.max_output_pixels = max_output_pixels
+
+    def run_next(self) -> Task | None:
+        """Claim and run the next queued task; None when the queue is empty."""
+        task = self.store.claim_next(self.id, self.clock.now_ms(), self.lease_ms)
+        return self.run(task) if task else None
+
+    def run(self, task: Task) -> Task:
+        heartbeat = _Heartbeat(self, task)
+        try:
+            heartbeat(0, 1)
+            rendered = render(
+                task, self._inputs(task), self.engine, heartbeat, max_output_pixels=self.max_output_pixels
+            )
+            result = self._save(task, rendered)
+            return self._finish(task, Status.SUCCESS, result=result, engine=self.engine.name)
+        except LeaseLost:
+            log.warning("task %s: lease lost, leaving it to its new worker", task.id)
+            return self.store.get_task(task.id) or task
+        except TaskCancelled:
+            return self._finish(task, Status.CANCELLED, fail_reason="cancelled by request")
+        except JourneydError as error:
+            return self._finish(task, Status.FAILURE, fail_reason=error.message)
+        except Exception as error:
+            log.error("task %s failed:\n%s", task.id, traceback.format_exc())
+            return self._finish(
+                task, Status.FAILURE, fail_reason=f"{self.engine.name} engine error: {type(error).__name__}: {error}"
+            )
+
+    def _finish(self, task: Task, status: Status, **fields: object) -> Task:
+        done = self.store.finish(task.id, self.id, status, self.clock.now_ms(), **fields)  # type: ignore[arg-type]
+        return done or self.store.get_task(task.id) or task
+
+    def _inputs(self, task: Task) -> Inputs:
+        def load(key: str):  # type: ignore[no-untyped-def]
+            return decode_png(self.images.get(key))
+
+        mask = load(task.args["mask"]) > 127 if "mask" in task.args else None
+        return Inputs(
+            source=load(task.args["source"]) if "source" in task.args else None,
+            mask=mask.squeeze() if mask is not None and mask.ndim == 3 else mask,
+            image_prompts=[load(key) for key in task.args.get("image_prompts", [])],
+        )
+
+    def _save(self, task: Task, rendered: Rendered) -> Result:
+        keys = []
+        for i, image in enumerate(rendered.images):
+            key = f"{task.id}/{i}.png"
+            self.images.put(key, encode_png(image))
+            keys.append(key)
+        grid = keys[0]
+        if rendered.kind == "grid":
+            grid = f"{task.id}/grid.png"
+            self.images.put(grid, encode_png(make_grid(rendered.images)))
+        height, width = rendered.images[0].shape[:2]
+        return Result(rendered.kind, tuple(keys), grid, width, height)
