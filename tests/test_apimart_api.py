@@ -303,3 +303,18 @@ def test_mask_urls_are_fetched_and_slow_ones_time_out(tmp_path: Path, clock, mas
         )
         flow.submit("/v1/midjourney/generations/modal", {"task_id": modal_id, "mask_url": f"{mask_server}/mask.png"})
         assert flow.done(modal_id)["status"] == "SUCCESS"
+
+
+def test_the_openapi_document_describes_the_dialect(client) -> None:  # type: ignore[no-untyped-def]
+    spec = client.get("/openapi.json").json()
+    paths = spec["paths"]
+    for path in (
+        "/v1/midjourney/generations",
+        "/v1/midjourney/generations/inpaint",
+        "/v1/midjourney/generations/modal",
+        "/v1/midjourney/{task_id}",
+        "/v1/tasks/{task_id}",
+    ):
+        assert path in paths, path
+    modal = spec["components"]["schemas"]["ModalBody"]["properties"]
+    assert "white = repaint" in modal["mask_url"]["description"]

@@ -136,8 +136,7 @@ def test_cancel_stops_a_running_task_at_its_next_step(runtime: Runtime, clock: M
     assert claimed is not None and claimed.id == task.id
     runtime.service.cancel(LOCAL, task.id)
     assert runtime.store.get_task(task.id).status is Status.IN_PROGRESS  # type: ignore[union-attr]
-    worker = runtime._spare_worker()
-    worker.id = "w1"
+    worker = runtime.inline_worker("w1")
     finished = worker.run(claimed)
     assert finished.status is Status.CANCELLED and finished.fail_reason == "cancelled by request"
 
@@ -151,8 +150,7 @@ def test_progress_only_moves_forward(runtime: Runtime, clock: ManualClock) -> No
         seen.append(runtime.store.get_task(task.id).progress)  # type: ignore[union-attr]
     assert seen == [10, 40, 40, 90]
     runtime.service.cancel(LOCAL, task.id)
-    worker = runtime._spare_worker()
-    worker.id = "w"
+    worker = runtime.inline_worker("w")
     with pytest.raises(TaskCancelled):
         _Heartbeat(worker, task)(3, 4)
 

@@ -81,15 +81,20 @@ class Runtime:
         self.store.close()
 
     def run_pending(self, limit: int = 1000) -> int:
-        """Run queued tasks on this thread until none is left (tests and the demo use it)."""
-        worker = self.workers[0] if self.workers else self._spare_worker()
+        """Run queued tasks on the calling thread until none is left: tests run the queue this way,
+        with `workers=0`, instead of waiting for threads."""
+        worker = self.inline_worker()
         count = 0
         while count < limit and worker.run_next() is not None:
             count += 1
         return count
 
-    def _spare_worker(self) -> Worker:
-        return _make_worker(self.settings, self.store, self.images, self.engine, self.clock, "inline")
+    def inline_worker(self, worker_id: str | None = None) -> Worker:
+        """A worker that runs on whichever thread calls it, separate from the dispatcher's threads."""
+        worker = _make_worker(self.settings, self.store, self.images, self.engine, self.clock, "inline")
+        if worker_id is not None:
+            worker.id = worker_id
+        return worker
 
 
 def _make_worker(

@@ -109,8 +109,13 @@ class TaskService:
         if not spec.text and not spec.image_urls and not image_urls:
             raise InvalidRequest("prompt is empty: describe the image to imagine")
         self._check_queue(caller)
+        task_id = self.ids.new()
+        sources = [*spec.image_urls, *image_urls]
+        keys = [self._store_image_prompt(task_id, i, url) for i, url in enumerate(sources)]
         task = self._new_task(
             caller,
+            task_id=task_id,
+            args={"image_prompts": keys} if keys else None,
             action=Action.IMAGINE,
             op=Op.GENERATE,
             prompt=prompt,
@@ -120,10 +125,6 @@ class TaskService:
             seed=spec.seed if spec.seed is not None else self._seed(),
             metadata=metadata,
         )
-        sources = [*spec.image_urls, *image_urls]
-        keys = [self._store_image_prompt(task.id, i, url) for i, url in enumerate(sources)]
-        if keys:
-            task.args["image_prompts"] = keys
         self._insert(task, caller, cleanup=bool(keys))
         return task
 
@@ -319,10 +320,11 @@ class TaskService:
         source_index: int = 1,
         args: dict[str, Any] | None = None,
         modal: bool = False,
+        task_id: str | None = None,
     ) -> Task:
         now = self.clock.now_ms()
         return Task(
-            id=self.ids.new(),
+            id=task_id or self.ids.new(),
             owner=caller.owner,
             action=action,
             op=op,

@@ -18,7 +18,7 @@ from journeyd.engines.base import Engine
 from journeyd.imaging.codec import decode_png, encode_png
 from journeyd.imaging.grid import make_grid
 from journeyd.media.storage import ImageStore
-from journeyd.render import Inputs, Rendered, render
+from journeyd.render import CANDIDATES, Inputs, Rendered, render
 from journeyd.store.base import TaskStore
 
 log = logging.getLogger("journeyd.worker")
@@ -76,7 +76,6 @@ class Worker:
     def run(self, task: Task) -> Task:
         heartbeat = _Heartbeat(self, task)
         try:
-            heartbeat(0, 1)
             rendered = render(
                 task, self._inputs(task), self.engine, heartbeat, max_output_pixels=self.max_output_pixels
             )
@@ -97,7 +96,14 @@ class Worker:
 
     def _finish(self, task: Task, status: Status, **fields: object) -> Task:
         done = self.store.finish(task.id, self.id, status, self.clock.now_ms(), **fields)  # type: ignore[arg-type]
+        if done is not None and status is not Status.SUCCESS:
+            self._discard_outputs(task)
         return done or self.store.get_task(task.id) or task
+
+    def _discard_outputs(self, task: Task) -> None:
+        """A task that ended without success leaves no images behind (its inputs stay: mask, prompts)."""
+        for name in [*(f"{i}.png" for i in range(CANDIDATES)), "grid.png"]:
+            self.images.delete(f"{task.id}/{name}")
 
     def _inputs(self, task: Task) -> Inputs:
         def load(key: str):  # type: ignore[no-untyped-def]

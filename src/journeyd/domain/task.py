@@ -35,7 +35,7 @@ class Result:
         return cls(data["kind"], tuple(data["images"]), data["grid"], data["width"], data["height"])
 
 
-@dataclass
+@dataclass(frozen=True)
 class Task:
     id: str
     owner: str | None  # API key id; None for the local operator on loopback

@@ -23,6 +23,8 @@ from journeyd.domain.prompt import PromptSpec
 from journeyd.domain.task import Result, Task
 from journeyd.store.base import LedgerEntry, Reclaimed
 
+FINISHED_CACHE_SIZE = 10_000
+
 MIGRATIONS = [
     """
     CREATE TABLE tasks (
@@ -173,6 +175,7 @@ class SqliteStore:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._finished: dict[str, Task] = {}
         self._migrate()
 
     # --- plumbing ------------------------------------------------------------------------------
@@ -292,8 +295,24 @@ class SqliteStore:
                 self._charge(conn, task.id, charge, task.created_at)
 
     def get_task(self, task_id: str) -> Task | None:
+        task = self._finished.get(task_id)
+        if task is not None:
+            return task
         row = self._conn().execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
-        return _task_from_row(row) if row else None
+        if row is None:
+            return None
+        task = _task_from_row(row)
+        if task.status.terminal:
+            self._remember(task)
+        return task
+
+    def _remember(self, task: Task) -> None:
+        """Keep a finished task in memory: no statement ever updates a terminal row, so the copy can
+        never go stale, and clients poll finished tasks (galleries, list-by-condition) constantly."""
+        with self._lock:
+            if len(self._finished) >= FINISHED_CACHE_SIZE:
+                del self._finished[next(iter(self._finished))]
+            self._finished[task.id] = task
 
     def submit_modal(
         self, task_id: str, now: int, *, prompt: str, spec: PromptSpec, args: dict[str, Any], charge: Charge | None
