@@ -318,3 +318,14 @@ def test_the_openapi_document_describes_the_dialect(client) -> None:  # type: ig
         assert path in paths, path
     modal = spec["components"]["schemas"]["ModalBody"]["properties"]
     assert "white = repaint" in modal["mask_url"]["description"]
+
+
+def test_too_many_queued_tasks_is_429(tmp_path: Path, clock) -> None:  # type: ignore[no-untyped-def]
+    runtime = build_runtime(make_settings(tmp_path, max_queued_per_key=2), clock=clock, seed=3)
+    with TestClient(create_app(runtime, manage_runtime=False), client=LOOPBACK) as client:
+        flow = Flow(client, runtime)
+        for _ in range(2):
+            flow.submit("/v1/midjourney/generations", {"prompt": "queued"})
+        _error(flow.post("/v1/midjourney/generations", {"prompt": "one too many"}), 429, "2 tasks queued")
+        runtime.run_pending()
+        flow.submit("/v1/midjourney/generations", {"prompt": "room again"})
