@@ -34,7 +34,7 @@ def test_grid_buttons_are_u1_to_u4_reroll_and_v1_to_v4() -> None:
     assert buttons[8].custom_id == f"MJ::JOB::variation::4::{JOB}"
 
 
-def test_upscaled_image_buttons_match_midjourney_v7() -> None:
+def test_upscaled_image_buttons_match_midjourney() -> None:
     buttons = buttons_for(JOB, "single", "7")
     assert [b.text for b in buttons] == [
         "Upscale (Subtle)",
@@ -51,7 +51,7 @@ def test_upscaled_image_buttons_match_midjourney_v7() -> None:
         "⬇️",
     ]
     ids = [b.custom_id for b in buttons]
-    assert ids[0] == f"MJ::JOB::upsample_v7_2x_subtle::1::{JOB}::SOLO"
+    assert ids[0] == f"MJ::JOB::upsample_v6_2x_subtle::1::{JOB}::SOLO"
     assert ids[4] == f"MJ::Inpaint::1::{JOB}::SOLO"
     assert ids[5] == f"MJ::Outpaint::50::1::{JOB}::SOLO"
     assert ids[6] == f"MJ::Outpaint::75::1::{JOB}::SOLO"
@@ -63,13 +63,14 @@ def test_upscaled_image_buttons_match_midjourney_v7() -> None:
     ("version", "tag"),
     [
         ("6", "v6_2x_subtle"),
-        ("6.1", "v6r1_2x_subtle"),
+        ("6.1", "v6_2x_subtle"),
         ("niji6", "v6_2x_subtle"),
         ("5.2", "v5_2x"),
-        ("8", "v7_2x_subtle"),
+        ("8", "v6_2x_subtle"),
     ],
 )
-def test_upscale_buttons_follow_the_model_version(version: str, tag: str) -> None:
+def test_upscale_buttons_are_the_ones_clients_draw(version: str, tag: str) -> None:
+    """v5 has Upscale (2x)/(4x); every later version gets v6's tags, the ones chatgpt-web matches."""
     assert buttons_for(JOB, "single", version)[0].custom_id == f"MJ::JOB::upsample_{tag}::1::{JOB}::SOLO"
 
 

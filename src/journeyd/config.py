@@ -33,6 +33,12 @@ class Settings(BaseSettings):
 
     prices: str | None = Field(None, description="Price table: a JSON/TOML file, or inline JSON; unset = free")
 
+    banned_words: str | None = Field(None, description="Words refused in prompts: comma-separated, or a file")
+    notify_hook: str | None = Field(None, description="Default webhook for tasks that name none (Task JSON)")
+    webhook_secret: str | None = Field(None, description="whsec_<base64>; made and kept in the data dir if unset")
+    webhook_timeout_s: float = Field(10.0, gt=0)
+    allow_private_webhooks: bool = Field(False, description="Let webhooks reach private and loopback addresses")
+
     allow_private_urls: bool = Field(False, description="Let mask_url and image URLs reach private addresses")
     fetch_timeout_s: float = Field(10.0, gt=0)
     max_fetch_bytes: int = Field(16 * 1024 * 1024, gt=0)
@@ -55,6 +61,13 @@ class Settings(BaseSettings):
         host = f"[{self.host}]" if ":" in self.host else self.host
         host = "127.0.0.1" if host in ("0.0.0.0", "[::]") else host
         return f"http://{host}:{self.port}"
+
+    def banned_word_list(self) -> list[str]:
+        if not self.banned_words:
+            return []
+        path = Path(self.banned_words)
+        text = path.read_text() if "," not in self.banned_words and path.is_file() else self.banned_words
+        return [word.strip() for word in text.replace("\n", ",").split(",") if word.strip()]
 
     def price_table(self) -> PriceTable:
         if not self.prices:

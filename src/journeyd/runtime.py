@@ -10,10 +10,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from journeyd.api import mjproxy, mymidjourney
 from journeyd.clock import Clock, SystemClock
 from journeyd.config import Settings
 from journeyd.dispatch.local import LocalDispatcher
 from journeyd.domain.ids import IdGenerator
+from journeyd.domain.moderation import BannedWords
+from journeyd.domain.task import Hook
 from journeyd.engines import load_engine
 from journeyd.engines.base import Engine
 from journeyd.maintenance import Maintenance
@@ -21,6 +24,7 @@ from journeyd.media.fetch import SafeFetcher
 from journeyd.media.storage import LocalImageStore
 from journeyd.service import Limits, TaskService
 from journeyd.store.sqlite import SqliteStore
+from journeyd.webhooks import Notifier, Signer, load_secret
 from journeyd.worker import Worker
 
 
@@ -64,6 +68,7 @@ class Runtime:
     workers: list[Worker]
     dispatcher: LocalDispatcher
     maintenance: Maintenance
+    notifier: Notifier
     lock: DataDirLock
 
     def start(self) -> None:
@@ -73,8 +78,10 @@ class Runtime:
         self.maintenance.run_once()
         self.dispatcher.start()
         self.maintenance.start()
+        self.notifier.start()  # the outbox survived the restart: pending deliveries go out now
 
     def stop(self) -> None:
+        self.notifier.stop()
         self.maintenance.stop()
         self.dispatcher.stop()
         self.lock.release()
@@ -130,6 +137,9 @@ def build_runtime(
         max_bytes=settings.max_fetch_bytes,
         allowed_ports=None if settings.allow_private_urls else (80, 443, 8080, 8443),
     )
+    webhook_http = SafeFetcher(
+        allow_private=settings.allow_private_webhooks, timeout_s=settings.webhook_timeout_s, allowed_ports=None
+    )
     workers = [_make_worker(settings, store, images, engine, clock, f"worker{i}") for i in range(settings.workers)]
     dispatcher = LocalDispatcher(workers)
     rng = random.Random(seed)
@@ -145,6 +155,9 @@ def build_runtime(
         clock=clock,
         ids=ids,
         prices=settings.price_table(),
+        banned=BannedWords(settings.banned_word_list()),
+        hooks=webhook_http,
+        default_hook=Hook(settings.notify_hook, "mj") if settings.notify_hook else None,
         rng=rng,
         limits=Limits(
             modal_timeout_ms=int(settings.modal_timeout_s * 1000),
@@ -155,6 +168,15 @@ def build_runtime(
         ),
     )
     maintenance = Maintenance(service, settings.sweep_interval_s)
+    notifier = Notifier(
+        store,
+        webhook_http,
+        Signer(load_secret(settings.webhook_secret, settings.data_dir)),
+        {"mj": mjproxy.webhook_renderer(service), "mymidjourney": mymidjourney.message_json},
+        clock=clock,
+        base_url=settings.base_url,
+        rng=random.Random(None if seed is None else seed + 2),
+    )
     return Runtime(
         settings,
         clock,
@@ -165,5 +187,6 @@ def build_runtime(
         workers,
         dispatcher,
         maintenance,
+        notifier,
         DataDirLock(settings.data_dir),
     )

@@ -1,7 +1,8 @@
 """TaskService: the use cases every dialect calls. All task rules are applied here.
 
 Two dialects asking for the same thing get the same behaviour because they call the same method:
-what may follow what, who may see which task, what it costs, when a modal window closes.
+what may follow what, who may see which task, what it costs, when a modal window closes, which
+words are banned, where updates are posted.
 """
 
 from __future__ import annotations
@@ -14,22 +15,27 @@ from typing import Any, Protocol
 from journeyd.clock import Clock
 from journeyd.domain.buttons import ENDPOINT_KINDS, Plan, parse_custom_id, plan_for, plan_named
 from journeyd.domain.errors import Conflict, InvalidRequest, NotFound, RateLimited
-from journeyd.domain.ids import IdGenerator, task_id_from_job
+from journeyd.domain.ids import IdGenerator, parse_task_ref, task_id_from_job
 from journeyd.domain.keys import ApiKey, Charge
 from journeyd.domain.lifecycle import Action, Op, Speed, Status
+from journeyd.domain.moderation import BannedWords
 from journeyd.domain.pricing import PriceTable
 from journeyd.domain.prompt import PromptSpec, parse_prompt, parse_speed, with_overrides
-from journeyd.domain.task import Task
+from journeyd.domain.task import ClientData, Hook, Task
 from journeyd.imaging.codec import decode_image, encode_png, to_rgb
 from journeyd.imaging.masks import mask_from_image, mask_to_png_pixels
 from journeyd.media.storage import ImageStore
-from journeyd.store.base import Reclaimed, TaskStore
+from journeyd.store.base import DuplicateNumber, Reclaimed, TaskStore
 
 MODAL_EXPIRED = "the modal window closed before a modal was submitted; the task was cancelled and refunded"
+HOOK_FIELDS = {"mj": "notifyHook", "mymidjourney": "webhookOverride"}
+NO_CLIENT_DATA = ClientData()
 
 
 class Fetcher(Protocol):
     def fetch(self, source: str, *, what: str = ...) -> bytes: ...
+
+    def check_url(self, url: str, *, what: str) -> None: ...
 
 
 class Dispatcher(Protocol):
@@ -56,6 +62,23 @@ class Limits:
     max_attempts: int = 3
 
 
+@dataclass(frozen=True)
+class ModalInput:
+    """What a modal adds to a MODAL task: the prompt and, for Vary (Region), the mask."""
+
+    prompt: str | None = None
+    mask: str | None = None  # URL, data URL or base64
+    mask_field: str = "mask_url"  # the request field it came in, for error messages
+
+
+@dataclass(frozen=True)
+class _Modal:
+    prompt: str
+    spec: PromptSpec
+    args: dict[str, Any]
+    mask_key: str | None
+
+
 class TaskService:
     def __init__(
         self,
@@ -68,6 +91,9 @@ class TaskService:
         ids: IdGenerator,
         prices: PriceTable | None = None,
         limits: Limits | None = None,
+        banned: BannedWords | None = None,
+        hooks: Fetcher | None = None,
+        default_hook: Hook | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.store = store
@@ -78,15 +104,41 @@ class TaskService:
         self.ids = ids
         self.prices = prices or PriceTable()
         self.limits = limits or Limits()
+        self.banned = banned or BannedWords()
+        self.hooks = hooks or fetcher  # checks webhook URLs under the webhooks' own rules
+        self.default_hook = default_hook
         self._rng = rng or random.Random()
 
     # --- reading ---------------------------------------------------------------------------------
-    def get(self, caller: Caller, task_id: str) -> Task:
-        """A task the caller owns; any other id (unknown or someone else's) is a 404."""
-        task = self.store.get_task(task_id)
+    def get(self, caller: Caller, ref: str) -> Task:
+        """A task the caller owns, named in any of its forms; anything else is a 404."""
+        task = self._find(ref)
         if task is None or task.owner != caller.owner:
-            raise NotFound(f"task {task_id} not found")
+            raise NotFound(f"task {ref} not found")
         return task
+
+    def get_many(self, caller: Caller, refs: Sequence[str]) -> list[Task]:
+        """The caller's tasks among `refs`, in that order; unknown and foreign ones are left out."""
+        found = []
+        for ref in refs:
+            task = self._find(ref) if isinstance(ref, str) else None
+            if task is not None and task.owner == caller.owner:
+                found.append(task)
+        return found
+
+    def parent(self, task: Task) -> Task | None:
+        """The task whose button made `task` (visible to whoever can see `task`)."""
+        return self.store.get_task(task.parent_id) if task.parent_id else None
+
+    def recent(self, caller: Caller, limit: int = 100) -> list[Task]:
+        return self.store.list_tasks(caller.owner, limit=limit)
+
+    def queue(self, caller: Caller) -> list[Task]:
+        """The caller's tasks waiting or running, in the order they run."""
+        return self.store.list_tasks(caller.owner, statuses=(Status.IN_PROGRESS, Status.SUBMITTED), limit=1000)
+
+    def tasks_ahead(self, task: Task) -> int:
+        return self.store.queue_position(task.id) if task.status is Status.SUBMITTED else 0
 
     def resolve_custom_id(self, custom_id: str) -> str:
         """The task id a customId belongs to (its job UUID), for requests that send only a customId."""
@@ -103,11 +155,13 @@ class TaskService:
         *,
         overrides: dict[str, Any] | None = None,
         image_urls: Sequence[str] = (),
-        metadata: Any = None,
+        client: ClientData = NO_CLIENT_DATA,
     ) -> Task:
         spec = with_overrides(parse_prompt(prompt), **(overrides or {}))
         if not spec.text and not spec.image_urls and not image_urls:
             raise InvalidRequest("prompt is empty: describe the image to imagine")
+        self.banned.check(prompt)
+        client = self._client(client)
         self._check_queue(caller)
         task_id = self.ids.new()
         sources = [*spec.image_urls, *image_urls]
@@ -123,7 +177,7 @@ class TaskService:
             price_name="imagine",
             speed=Speed(spec.speed or Speed.RELAX),
             seed=spec.seed if spec.seed is not None else self._seed(),
-            metadata=metadata,
+            client=client,
         )
         self._insert(task, caller, cleanup=bool(keys))
         return task
@@ -131,18 +185,25 @@ class TaskService:
     def press(
         self,
         caller: Caller,
-        task_id: str,
+        ref: str,
         *,
         custom_id: str | None = None,
         name: str | None = None,
         index: int | None = None,
         speed: str | None = None,
-        metadata: Any = None,
+        client: ClientData = NO_CLIENT_DATA,
         zoom_ratio: float | None = None,
         direction: str | None = None,
+        prompt: str | None = None,
+        then_modal: ModalInput | None = None,
     ) -> Task:
-        """Press a button on a finished task: by customId, or by an action name and tile index."""
-        parent = self.get(caller, task_id)
+        """Press a button on a finished task: by customId, or by an action name and tile index.
+
+        `prompt` is a Remix prompt for the buttons that make new pixels. `then_modal` finishes a
+        button that needs a modal (Vary (Region), Custom Zoom) in the same step, as mymidjourney
+        does; without it such a task waits in MODAL.
+        """
+        parent = self.get(caller, ref)
         self._check_ready(parent)
         assert parent.result is not None
         if custom_id:
@@ -161,11 +222,13 @@ class TaskService:
         else:
             raise InvalidRequest("say which button to press: send custom_id, or task_id with index")
         self._check_parent_kind(parent, plan)
-        return self._child(caller, parent, plan, speed=speed, metadata=metadata)
+        return self._child(
+            caller, parent, plan, speed=speed, client=client, prompt=prompt, then_modal=then_modal, custom_id=custom_id
+        )
 
-    def modal(self, caller: Caller, task_id: str, *, prompt: str | None = None, mask: str | None = None) -> Task:
+    def modal(self, caller: Caller, ref: str, modal: ModalInput) -> Task:
         """Finish a MODAL task (Vary (Region) or Custom Zoom) with a prompt and, for Region, a mask."""
-        task = self.get(caller, task_id)
+        task = self.get(caller, ref)
         if task.status is not Status.MODAL:
             if task.status is Status.CANCELLED and task.fail_reason == MODAL_EXPIRED:
                 raise Conflict(f"task {task.id}: {MODAL_EXPIRED}")
@@ -176,43 +239,23 @@ class TaskService:
         parent = self.store.get_task(task.parent_id or "")
         if parent is None or parent.result is None:
             raise Conflict(f"task {task.id}'s parent image is gone")
-        text = prompt if prompt and prompt.strip() else parent.prompt
-        spec = parse_prompt(text).inherit(parent.spec)
-        args = dict(task.args)
-        mask_key = None
-        if task.op is Op.VARY_REGION:
-            if not mask:
-                raise InvalidRequest(
-                    "Vary (Region) needs a mask: send mask_url (white = repaint, black or "
-                    "transparent = keep) as a URL, a data URL or base64"
-                )
-            size = (parent.result.width, parent.result.height)
-            image = decode_image(
-                self.fetcher.fetch(mask, what="mask_url"), what="mask_url", max_pixels=self.limits.max_image_pixels
-            )
-            pixels = mask_from_image(image, size, what="mask_url")
-            mask_key = f"{task.id}/mask.png"
-            self.images.put(mask_key, encode_png(mask_to_png_pixels(pixels)))
-            args["mask"] = mask_key
-        else:
-            args.update(self._custom_zoom_args(spec, parent))
-            spec = replace(spec, zoom=None)
-        charge = self._quote(caller, "modal", spec, task.speed)
+        inputs = self._modal_inputs(task.id, task.op, task.args, parent, modal)
+        charge = self._quote(caller, "modal", inputs.spec, task.speed)
         try:
             submitted = self.store.submit_modal(
-                task.id, self.clock.now_ms(), prompt=text, spec=spec, args=args, charge=charge
+                task.id, self.clock.now_ms(), prompt=inputs.prompt, spec=inputs.spec, args=inputs.args, charge=charge
             )
         except BaseException:
-            self._forget(mask_key)
+            self._forget(inputs.mask_key)
             raise
         if submitted is None:
-            self._forget(mask_key)
+            self._forget(inputs.mask_key)
             raise Conflict(f"task {task.id}: {MODAL_EXPIRED}")
         self.dispatcher.wake(submitted.id)
         return submitted
 
-    def cancel(self, caller: Caller, task_id: str) -> Task:
-        task = self.get(caller, task_id)
+    def cancel(self, caller: Caller, ref: str) -> Task:
+        task = self.get(caller, ref)
         if task.status.terminal:
             raise Conflict(f"task {task.id} already ended ({task.status.value}); there is nothing to cancel")
         cancelled = self.store.cancel(task.id, self.clock.now_ms(), "cancelled by request")
@@ -263,20 +306,67 @@ class TaskService:
                     f"{self.limits.max_output_pixels / 1e6:.0f} megapixels"
                 )
 
-    def _custom_zoom_args(self, spec: PromptSpec, parent: Task) -> dict[str, Any]:
+    def _client(self, client: ClientData) -> ClientData:
+        """Check the hook URL now (scheme, port, public address), so a bad one is a 4xx at submit,
+        and fall back to the operator's default hook."""
+        if client.hook is None:
+            return replace(client, hook=self.default_hook) if self.default_hook else client
+        self.hooks.check_url(client.hook.url, what=HOOK_FIELDS[client.hook.format])
+        return client
+
+    def _modal_inputs(self, task_id: str, op: Op, args: dict[str, Any], parent: Task, modal: ModalInput) -> _Modal:
+        """Prompt, spec and arguments a modal gives a task; stores the mask, whose key is returned so
+        a caller that fails afterwards can remove it."""
         assert parent.result is not None
-        if spec.zoom is None:
-            raise InvalidRequest("Custom Zoom needs --zoom with a value from 1 to 2 in the prompt, e.g. --zoom 1.5")
+        text = modal.prompt if modal.prompt and modal.prompt.strip() else parent.prompt
+        self.banned.check(text)
+        spec = parse_prompt(text).inherit(parent.spec)
+        args = dict(args)
+        mask_key = None
+        if op is Op.VARY_REGION:
+            if not modal.mask:
+                raise InvalidRequest(
+                    f"Vary (Region) needs a mask: send {modal.mask_field} (white = repaint, black or "
+                    "transparent = keep) as a URL, a data URL or base64"
+                )
+            data = self.fetcher.fetch(modal.mask, what=modal.mask_field)
+            image = decode_image(data, what=modal.mask_field, max_pixels=self.limits.max_image_pixels)
+            pixels = mask_from_image(image, (parent.result.width, parent.result.height), what=modal.mask_field)
+            mask_key = f"{task_id}/mask.png"
+            self.images.put(mask_key, encode_png(mask_to_png_pixels(pixels)))
+            args["mask"] = mask_key
+        else:
+            args.update(self._custom_zoom_args(spec, parent))
+            spec = replace(spec, zoom=None)
+        return _Modal(text, spec, args, mask_key)
+
+    @staticmethod
+    def _custom_zoom_args(spec: PromptSpec, parent: Task) -> dict[str, Any]:
+        """--zoom (1..2, default 2 as Midjourney's dialog fills in) and, if it changes the shape, --ar."""
+        assert parent.result is not None
+        zoom = spec.zoom if spec.zoom is not None else 2.0
         aspect = list(spec.aspect) if spec.aspect else None
-        same_shape = aspect is None or aspect[0] * parent.result.height == aspect[1] * parent.result.width
-        if spec.zoom == 1 and same_shape:
+        if aspect and abs(aspect[0] / aspect[1] - parent.result.width / parent.result.height) < 0.01:
+            aspect = None  # the shape it already has
+        if zoom == 1 and aspect is None:
             raise InvalidRequest(
                 "--zoom 1 with the same aspect ratio leaves nothing to paint; use --zoom above 1 or a new --ar"
             )
-        return {"zoom": spec.zoom, "square": False, "aspect": aspect}
+        return {"zoom": zoom, "square": False, "aspect": aspect}
 
     # --- plumbing --------------------------------------------------------------------------------
-    def _child(self, caller: Caller, parent: Task, plan: Plan, *, speed: str | None, metadata: Any) -> Task:
+    def _child(
+        self,
+        caller: Caller,
+        parent: Task,
+        plan: Plan,
+        *,
+        speed: str | None,
+        client: ClientData,
+        prompt: str | None,
+        then_modal: ModalInput | None,
+        custom_id: str | None,
+    ) -> Task:
         assert parent.result is not None
         self._check_output_size(parent, plan)
         if plan.op is None:  # reroll: the parent's own op again, from the same source, with a new seed
@@ -284,24 +374,44 @@ class TaskService:
         else:
             op, args, index = plan.op, dict(plan.args), plan.index
             args["source"] = parent.result.images[index - 1 if parent.result.kind == "grid" else 0]
-        if not plan.modal:
+        if custom_id:
+            args["custom_id"] = custom_id.strip()
+        text, spec = parent.prompt, parent.spec
+        if prompt and prompt.strip() and op.makes_grid and not plan.modal:  # Remix
+            self.banned.check(prompt)
+            text, spec = prompt, parse_prompt(prompt).inherit(parent.spec)
+        client = self._client(client)
+        if not plan.modal or then_modal is not None:
             self._check_queue(caller)
         task = self._new_task(
             caller,
             action=plan.action,
             op=op,
-            prompt=parent.prompt,
-            spec=parent.spec,
+            prompt=text,
+            spec=spec,
             price_name=plan.price_name,
             speed=Speed(parse_speed(speed)) if speed else parent.speed,
             seed=parent.seed if op is Op.PICK else self._seed(),
-            metadata=metadata,
+            client=client,
             parent=parent,
             source_index=index,
             args=args,
             modal=plan.modal,
         )
-        self._insert(task, caller)
+        if plan.modal and then_modal is not None:  # both steps at once: straight to the queue
+            inputs = self._modal_inputs(task.id, op, args, parent, then_modal)
+            task = replace(
+                task,
+                status=Status.SUBMITTED,
+                modal_deadline=None,
+                prompt=inputs.prompt,
+                spec=inputs.spec,
+                args=inputs.args,
+            )
+            modal_charge = self._quote(caller, "modal", inputs.spec, task.speed)
+            self._insert(task, caller, cleanup=True, extra_charges=[modal_charge] if modal_charge else [])
+        else:
+            self._insert(task, caller)
         return task
 
     def _new_task(
@@ -315,7 +425,7 @@ class TaskService:
         price_name: str,
         speed: Speed,
         seed: int,
-        metadata: Any,
+        client: ClientData,
         parent: Task | None = None,
         source_index: int = 1,
         args: dict[str, Any] | None = None,
@@ -325,6 +435,7 @@ class TaskService:
         now = self.clock.now_ms()
         return Task(
             id=task_id or self.ids.new(),
+            number=self.ids.number(),
             owner=caller.owner,
             action=action,
             op=op,
@@ -339,14 +450,24 @@ class TaskService:
             parent_id=parent.id if parent else None,
             source_index=source_index,
             args=args or {},
-            metadata=metadata,
+            client=client,
             modal_deadline=now + self.limits.modal_timeout_ms if modal else None,
         )
 
-    def _insert(self, task: Task, caller: Caller, *, cleanup: bool = False) -> None:
+    def _insert(
+        self, task: Task, caller: Caller, *, cleanup: bool = False, extra_charges: Sequence[Charge] = ()
+    ) -> None:
         charge = self._quote(caller, task.price_name, task.spec, task.speed)
+        charges = [*([charge] if charge else []), *extra_charges]
         try:
-            self.store.insert_task(task, charge)
+            for _ in range(10):
+                try:
+                    self.store.insert_task(task, charges)
+                    break
+                except DuplicateNumber:  # two tasks in one millisecond drew the same three digits
+                    task = replace(task, number=self.ids.number())
+            else:
+                raise Conflict("could not allocate a task number; try again")
         except BaseException:
             if cleanup:
                 self.images.delete_task(task.id)
@@ -362,6 +483,14 @@ class TaskService:
             return None
         step = "modal" if action == "modal" else "submit"
         return Charge(caller.key.id, step, quote.key, quote.amount)
+
+    def _find(self, ref: str) -> Task | None:
+        parsed = parse_task_ref(ref)
+        if parsed is None:
+            return None
+        if parsed.number is not None:
+            return self.store.get_task_by_number(parsed.number)
+        return self.store.get_task(parsed.id or "")
 
     def _store_image_prompt(self, task_id: str, index: int, source: str) -> str:
         try:

@@ -17,11 +17,10 @@ from journeyd.api.auth import caller_of, current_caller
 from journeyd.api.errors import JsonResponse, dialect_route
 from journeyd.api.urls import image_base
 from journeyd.domain.buttons import Button
-from journeyd.domain.errors import InvalidRequest, JourneydError, NotFound
-from journeyd.domain.ids import is_ulid
+from journeyd.domain.errors import InvalidRequest, JourneydError
 from journeyd.domain.lifecycle import Status
-from journeyd.domain.task import Task
-from journeyd.service import Caller, TaskService
+from journeyd.domain.task import ClientData, Task
+from journeyd.service import Caller, ModalInput, TaskService
 
 PREFIX = "task_"
 Speed = Literal["relax", "fast", "turbo"]
@@ -101,14 +100,6 @@ class ModalBody(_Body):
 
 
 # --- presenting ----------------------------------------------------------------------------------
-def task_ref(task_id: str) -> str:
-    """`task_<ULID>` (or a bare ULID) -> the ULID; anything else cannot be one of our tasks."""
-    raw = task_id.removeprefix(PREFIX)
-    if not is_ulid(raw):
-        raise NotFound(f"task {task_id} not found")
-    return raw
-
-
 def submitted(task: Task) -> JsonResponse:
     status = "modal" if task.status is Status.MODAL else "submitted"
     return JsonResponse({"code": 200, "data": [{"status": status, "task_id": PREFIX + task.id}]})
@@ -132,7 +123,7 @@ def task_view(task: Task, request: Request) -> dict[str, Any]:
         "image_urls": [f"{base}/{key}" for key in result.images] if result else [],
         "buttons": _buttons(task.buttons),
         "fail_reason": task.fail_reason,
-        "metadata": task.metadata,
+        "metadata": task.client.metadata,
         "speed": task.speed.value,
         "parent_task_id": PREFIX + task.parent_id if task.parent_id else None,
         "submit_time": task.created_at,
@@ -192,13 +183,13 @@ TASK_ID = {
 
 @router.get("/v1/midjourney/{task_id}", summary="A task in Midjourney's shape, with buttons", openapi_extra=TASK_ID)
 async def fetch(request: Request) -> JsonResponse:
-    task = _service(request).get(caller_of(request), task_ref(request.path_params["task_id"]))
+    task = _service(request).get(caller_of(request), request.path_params["task_id"])
     return JsonResponse(task_view(task, request))
 
 
 @router.get("/v1/tasks/{task_id}", summary="A task in apimart's unified shape", openapi_extra=TASK_ID)
 async def fetch_unified(request: Request) -> JsonResponse:
-    task = _service(request).get(caller_of(request), task_ref(request.path_params["task_id"]))
+    task = _service(request).get(caller_of(request), request.path_params["task_id"])
     return JsonResponse({"code": 200, "data": unified_view(task, request)})
 
 
@@ -220,7 +211,7 @@ def imagine(body: ImagineBody, request: Request, caller: CallerDep) -> JsonRespo
         "speed": body.speed,
     }
     task = _service(request).imagine(
-        caller, body.prompt, overrides=overrides, image_urls=body.image_urls, metadata=body.metadata
+        caller, body.prompt, overrides=overrides, image_urls=body.image_urls, client=ClientData(metadata=body.metadata)
     )
     return submitted(task)
 
@@ -228,7 +219,7 @@ def imagine(body: ImagineBody, request: Request, caller: CallerDep) -> JsonRespo
 def _press(name: str, body: ActionBody, request: Request, caller: Caller, **extra: Any) -> JsonResponse:
     service = _service(request)
     if body.task_id:
-        task_id = task_ref(body.task_id)
+        task_id = body.task_id
     elif body.custom_id:
         task_id = service.resolve_custom_id(body.custom_id)
     else:
@@ -242,7 +233,7 @@ def _press(name: str, body: ActionBody, request: Request, caller: Caller, **extr
         name=name,
         index=body.index,
         speed=body.speed,
-        metadata=body.metadata,
+        client=ClientData(metadata=body.metadata),
         **extra,
     )
     return submitted(task)
@@ -292,5 +283,5 @@ def inpaint(body: ActionBody, request: Request, caller: CallerDep) -> JsonRespon
 
 @router.post("/v1/midjourney/generations/modal", summary="Finish a MODAL task with a mask and prompt")
 def modal(body: ModalBody, request: Request, caller: CallerDep) -> JsonResponse:
-    task = _service(request).modal(caller, task_ref(body.task_id), prompt=body.prompt, mask=body.mask_url)
+    task = _service(request).modal(caller, body.task_id, ModalInput(body.prompt, body.mask_url))
     return submitted(task)

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from journeyd.api import apimart, images
+from journeyd.api import apimart, images, mjproxy, mymidjourney
 from journeyd.api.auth import Authenticator
 from journeyd.api.limits import BodyLimit
 from journeyd.runtime import Runtime
@@ -37,7 +37,7 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
     app.state.images = runtime.images
     app.state.public_url = settings.public_url.rstrip("/") if settings.public_url else None
     app.state.auth = Authenticator(runtime.store, allow_remote_anonymous=settings.insecure)
-    for router in (apimart.router, images.router):
+    for router in (apimart.router, mjproxy.router, mymidjourney.router, images.router):
         # Added flat rather than with include_router, which nests a second round of route matching
         # into every request (measured: ~10% of a poll's cost).
         app.router.routes.extend(router.routes)

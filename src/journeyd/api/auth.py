@@ -3,7 +3,8 @@
 `Authorization: Bearer <key>` (apimart, mymidjourney), a bare `Authorization: <key>`
 (ChatGPT-Midjourney) and `mj-api-secret: <key>` (midjourney-proxy clients) all work. With no key
 created, unauthenticated requests are served on loopback only: a fresh install is usable at once
-and never open to the network by accident.
+and never open to the network by accident. (Clients that always send some token still work then:
+with no key to check it against, it is ignored.)
 """
 
 from __future__ import annotations
@@ -64,13 +65,15 @@ class Authenticator:
         secret = presented_secret(request)
         if secret:
             key = self.store.key_by_hash(hash_secret(secret))
-            if key is None:
-                raise Unauthorized("API key not recognised; check the key you were given by `journeyd keys create`")
-            if key.revoked:
-                raise Forbidden("this API key has been revoked")
-            return Caller(key)
+            if key is not None:
+                if key.revoked:
+                    raise Forbidden("this API key has been revoked")
+                return Caller(key)
         if self._any_keys():
+            if secret:
+                raise Unauthorized("API key not recognised; check the key you were given by `journeyd keys create`")
             raise Unauthorized("send your API key as 'Authorization: Bearer <key>'")
+        # No key exists yet: whatever token a client insists on sending, loopback is the operator.
         client = request.client.host if request.client else None
         if self.allow_remote_anonymous or is_loopback(client):
             return Caller(None)

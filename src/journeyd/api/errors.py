@@ -6,6 +6,7 @@ body parsing, the service, the store) is answered in that dialect's shape with a
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -15,7 +16,9 @@ from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from journeyd.domain.errors import InvalidRequest, JourneydError
+from journeyd.domain.errors import InternalError, InvalidRequest, JourneydError
+
+log = logging.getLogger("journeyd.api")
 
 ErrorRenderer = Callable[[JourneydError], Response]
 
@@ -56,6 +59,9 @@ def dialect_route(render: ErrorRenderer) -> type[APIRoute]:
                     return render(error)
                 except RequestValidationError as error:
                     return render(from_validation(error))
+                except Exception:
+                    log.exception("%s %s failed", request.method, request.url.path)
+                    return render(InternalError("journeyd failed to handle this request; the error is in its log"))
 
             return guarded
 

@@ -122,13 +122,15 @@ def format_custom_id(cid: CustomId) -> str:
 
 
 def upscale_tags(version: str) -> tuple[str, str]:
-    """The two HD upscale buttons' tags for a model version ("7", "6.1", "niji6", "5.2")."""
-    number = version.removeprefix("niji")
-    major, _, minor = number.partition(".")
+    """The two HD upscale buttons' tags for a model version ("7", "6.1", "niji6", "5.2").
+
+    Version 6 and later all get v6's tags: chatgpt-web-midjourney-proxy and its forks only draw
+    buttons for `upsample_v6_2x_*` (and v5's), and the engine behind the button is ours anyway.
+    The parser still accepts v6r1 and v7 tags."""
+    major = version.removeprefix("niji").partition(".")[0]
     if major.isdigit() and int(major) <= 5:
         return "v5_2x", "v5_4x"
-    prefix = {"6": "v6r1" if minor == "1" else "v6"}.get(major, "v7")
-    return f"{prefix}_2x_subtle", f"{prefix}_2x_creative"
+    return "v6_2x_subtle", "v6_2x_creative"
 
 
 def _upscale_label(tag: str) -> str:
@@ -169,6 +171,56 @@ def _buttons(job: str, kind: ResultKind, version: str) -> list[Button]:
         Button(format_custom_id(CustomId(Kind.PAN, job, direction=d)), "", PAN_EMOJI[d]) for d in PAN_DIRECTIONS
     ]
     return buttons
+
+
+CANCEL_LABEL = "Cancel Job"
+_ARROWS = {emoji.replace("\ufe0f", ""): direction for direction, emoji in PAN_EMOJI.items()}
+# The labels mymidjourney / ImaginePro clients press buttons by, exactly as Midjourney shows them.
+LABELS = (
+    *(f"U{i}" for i in range(1, 5)),
+    *(f"V{i}" for i in range(1, 5)),
+    "🔄",
+    "Zoom Out 2x",
+    "Zoom Out 1.5x",
+    "Make Square",
+    "Custom Zoom",
+    "Vary (Strong)",
+    "Vary (Subtle)",
+    "Vary (Region)",
+    *PAN_EMOJI.values(),
+    "Upscale (Subtle)",
+    "Upscale (Creative)",
+    "Upscale (2x)",
+    "Upscale (4x)",
+    CANCEL_LABEL,
+)
+
+
+def custom_id_for_label(label: str, job: str) -> CustomId:
+    """The button a label stands for on a task of `version`; `Cancel Job` is not a button."""
+    text = label.strip().replace("\ufe0f", "") if isinstance(label, str) else ""
+    subtle, creative = "v6_2x_subtle", "v6_2x_creative"  # pressable on every version, like v5's 2x/4x
+    fixed = {
+        "🔄": CustomId(Kind.REROLL, job, 0),
+        "Zoom Out 2x": CustomId(Kind.OUTPAINT, job, zoom=50),
+        "Zoom Out 1.5x": CustomId(Kind.OUTPAINT, job, zoom=75),
+        "Make Square": CustomId(Kind.OUTPAINT, job, zoom=100),
+        "Custom Zoom": CustomId(Kind.CUSTOM_ZOOM, job),
+        "Vary (Strong)": CustomId(Kind.HIGH_VARIATION, job),
+        "Vary (Subtle)": CustomId(Kind.LOW_VARIATION, job),
+        "Vary (Region)": CustomId(Kind.INPAINT, job),
+        "Upscale (Subtle)": CustomId(Kind.UPSCALE, job, upscale=subtle),
+        "Upscale (Creative)": CustomId(Kind.UPSCALE, job, upscale=creative),
+        "Upscale (2x)": CustomId(Kind.UPSCALE, job, upscale="v5_2x"),
+        "Upscale (4x)": CustomId(Kind.UPSCALE, job, upscale="v5_4x"),
+    }
+    if text in fixed:
+        return fixed[text]
+    if text in _ARROWS:
+        return CustomId(Kind.PAN, job, direction=_ARROWS[text])
+    if len(text) == 2 and text[0] in "UV" and text[1] in "1234":
+        return CustomId(Kind.UPSAMPLE if text[0] == "U" else Kind.VARIATION, job, int(text[1]))
+    raise InvalidRequest(f"unknown button {label!r}; use one of: {', '.join(LABELS)}")
 
 
 @dataclass(frozen=True)

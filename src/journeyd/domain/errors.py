@@ -70,5 +70,12 @@ class RateLimited(JourneydError):
     kind = "rate_limited"
 
 
+class InternalError(JourneydError):
+    """Our fault, not the client's: logged in full, answered with a short message."""
+
+    status = 500
+    kind = "internal_error"
+
+
 class TaskCancelled(Exception):
     """Raised inside a running engine call when its task was cancelled; not a client error."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from journeyd.domain.buttons import Button, ResultKind, buttons_for
 from journeyd.domain.ids import job_uuid
@@ -35,6 +35,27 @@ class Result:
         return cls(data["kind"], tuple(data["images"]), data["grid"], data["width"], data["height"])
 
 
+HookFormat = Literal["mj", "mymidjourney"]
+
+
+@dataclass(frozen=True)
+class Hook:
+    """Where a task's updates are posted, and in which dialect's shape."""
+
+    url: str
+    format: HookFormat = "mj"
+
+
+@dataclass(frozen=True)
+class ClientData:
+    """What a client attaches to a task and gets back with it, in each dialect's own words."""
+
+    metadata: Any = None  # apimart `metadata`
+    state: str | None = None  # midjourney-proxy `state`
+    ref: str | None = None  # mymidjourney `ref`
+    hook: Hook | None = None  # midjourney-proxy `notifyHook`, mymidjourney `webhookOverride`
+
+
 @dataclass(frozen=True)
 class Task:
     id: str
@@ -52,7 +73,8 @@ class Task:
     parent_id: str | None = None
     source_index: int = 1  # which of the parent's images this task starts from (1-based)
     args: dict[str, Any] = field(default_factory=dict)  # op arguments and input keys (mask, image prompts)
-    metadata: Any = None
+    client: ClientData = ClientData()
+    number: int = 0  # the numeric id midjourney-proxy clients use (ms timestamp + 3 digits)
     progress: int = 0
     result: Result | None = None
     engine: str | None = None
@@ -62,6 +84,7 @@ class Task:
     modal_deadline: int | None = None
     cancel_requested: bool = False
     attempts: int = 0
+    version: int = 0  # bumped by every change; orders webhook deliveries
 
     @property
     def job(self) -> str:

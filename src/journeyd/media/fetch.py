@@ -28,7 +28,7 @@ import httpx
 
 from journeyd.domain.errors import InvalidRequest, TooLarge, Unprocessable
 
-__all__ = ["DEFAULT_ALLOWED_PORTS", "Resolver", "SafeFetcher", "system_resolver"]
+__all__ = ["DEFAULT_ALLOWED_PORTS", "Posted", "Resolver", "SafeFetcher", "system_resolver"]
 
 Resolver: TypeAlias = Callable[[str, int], list[str]]
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -54,6 +54,14 @@ def system_resolver(host: str, port: int) -> list[str]:
     """Resolve with the OS resolver; the default for :class:`SafeFetcher`."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return [str(info[4][0]) for info in infos]
+
+
+@dataclass(frozen=True)
+class Posted:
+    """What a server answered a POST: its status and, if it asked us to slow down, Retry-After."""
+
+    status: int
+    retry_after: str | None = None
 
 
 @dataclass(frozen=True)
@@ -234,26 +242,76 @@ class SafeFetcher:
         subject = what if via is None else f"{what} ({via})"
         raise Unprocessable(f"{subject} resolves to {shown}, {kind}; {_PRIVATE_HINT}", address=str(inner))
 
-    def _download(self, target: _Target, address: IPAddress, deadline: float, *, what: str) -> bytes:
-        request_url = target.url.copy_with(host=str(address), port=target.port, fragment=None)
-        headers = {
-            "Host": target.host_header,
-            "Accept": "image/*, */*;q=0.5",
-            "Accept-Encoding": "identity",
-            "User-Agent": "journeyd",
-        }
-        extensions: dict[str, Any] = {}
+    # -- calling a URL we were given (webhooks) -----------------------------------------------------
+
+    def check_url(self, url: str, *, what: str) -> None:
+        """Refuse, now, a URL we are asked to call later: not http(s), a refused port, or a host that
+        resolves to a private address. It is resolved and checked again on every call."""
+        if not isinstance(url, str) or not url.strip():
+            raise InvalidRequest(f"{what} must be an http(s) URL")
+        match = _SCHEME_RE.match(url.strip())
+        if match is None or match.group(1).lower() not in ("http", "https"):
+            raise InvalidRequest(f"{what} must be an http(s) URL, got {_shorten(url, _MAX_SHOWN)}")
+        self._resolve(self._parse_url(url.strip(), what=what), what=what)
+
+    def post(self, url: str, body: bytes, headers: dict[str, str], *, what: str) -> Posted:
+        """POST `body` to `url` under the same rules as a fetch: resolved once, every address public,
+        the connection pinned to a checked address, no redirects, one deadline. Network failures are
+        raised as Unprocessable; any HTTP answer, even an error, is returned."""
+        target = self._parse_url(url.strip(), what=what)
+        addresses = self._resolve(target, what=what)
+        deadline = time.monotonic() + self.timeout_s
+        failure: httpx.ConnectError | None = None
+        for address in addresses:
+            try:
+                with self._client(deadline) as client:
+                    response = client.post(
+                        self._pinned(target, address),
+                        content=body,
+                        headers={**headers, **self._host(target)},
+                        extensions=self._extensions(target),
+                    )
+                    return Posted(response.status_code, response.headers.get("retry-after"))
+            except httpx.ConnectError as exc:
+                failure = exc
+                if time.monotonic() >= deadline:
+                    raise Unprocessable(self._timeout_message(target, what)) from None
+            except httpx.TimeoutException:
+                raise Unprocessable(self._timeout_message(target, what)) from None
+            except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, OSError) as exc:
+                raise Unprocessable(f"{what} ({target.shown}) could not be called: {_reason(exc)}") from None
+        raise Unprocessable(f"{what} ({target.shown}) could not be reached: {_reason(failure)}")
+
+    def _client(self, deadline: float) -> httpx.Client:
+        return httpx.Client(
+            transport=_DeadlineTransport(deadline, self._ssl_context),
+            timeout=httpx.Timeout(self.timeout_s),
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    @staticmethod
+    def _pinned(target: _Target, address: IPAddress) -> httpx.URL:
+        return target.url.copy_with(host=str(address), port=target.port, fragment=None)
+
+    @staticmethod
+    def _host(target: _Target) -> dict[str, str]:
+        return {"Host": target.host_header, "User-Agent": "journeyd"}
+
+    @staticmethod
+    def _extensions(target: _Target) -> dict[str, Any]:
         if target.url.scheme == "https" and target.literal is None:
-            extensions["sni_hostname"] = target.host  # TLS SNI and certificate checks use the name
+            return {"sni_hostname": target.host}  # TLS SNI and certificate checks use the name
+        return {}
+
+    def _download(self, target: _Target, address: IPAddress, deadline: float, *, what: str) -> bytes:
+        headers = {**self._host(target), "Accept": "image/*, */*;q=0.5", "Accept-Encoding": "identity"}
         try:
             with (
-                httpx.Client(
-                    transport=_DeadlineTransport(deadline, self._ssl_context),
-                    timeout=httpx.Timeout(self.timeout_s),
-                    follow_redirects=False,
-                    trust_env=False,
-                ) as client,
-                client.stream("GET", request_url, headers=headers, extensions=extensions) as response,
+                self._client(deadline) as client,
+                client.stream(
+                    "GET", self._pinned(target, address), headers=headers, extensions=self._extensions(target)
+                ) as response,
             ):
                 self._check_response(response, target, what=what)
                 return self._read_body(response, target, deadline, what=what)

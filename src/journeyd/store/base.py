@@ -8,13 +8,14 @@ that causes them; a refund is unique per task, so it happens exactly once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from journeyd.domain.keys import ApiKey, Charge
 from journeyd.domain.lifecycle import Status
 from journeyd.domain.prompt import PromptSpec
-from journeyd.domain.task import Result, Task
+from journeyd.domain.task import Hook, Result, Task
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,21 @@ class LedgerEntry:
     created_at: int
 
 
+class DuplicateNumber(Exception):
+    """The numeric id drawn for a new task is taken (two tasks in one millisecond drew the same digits)."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One webhook delivery: the task as it was when it changed, and where to post it."""
+
+    id: int
+    task: Task
+    hook: Hook
+    attempts: int  # earlier attempts that failed
+    newer_pending: bool  # a later update of the same task waits behind this one
+
+
 @dataclass(frozen=True)
 class Reclaimed:
     requeued: list[str]
@@ -36,10 +52,16 @@ class Reclaimed:
 
 class TaskStore(Protocol):
     # --- tasks -----------------------------------------------------------------------------
-    def insert_task(self, task: Task, charge: Charge | None) -> None:
-        """Insert a new task, debiting `charge` in the same transaction (PaymentRequired if short)."""
+    def insert_task(self, task: Task, charges: Sequence[Charge] = ()) -> None:
+        """Insert a new task, debiting `charges` in the same transaction (PaymentRequired if short,
+        DuplicateNumber if its numeric id is taken)."""
 
     def get_task(self, task_id: str) -> Task | None: ...
+
+    def get_task_by_number(self, number: int) -> Task | None: ...
+
+    def list_tasks(self, owner: str | None, *, statuses: Sequence[Status] = (), limit: int = 100) -> list[Task]:
+        """The owner's newest tasks first; with `statuses`, in the order they will run."""
 
     def submit_modal(
         self, task_id: str, now: int, *, prompt: str, spec: PromptSpec, args: dict[str, Any], charge: Charge | None
@@ -80,6 +102,17 @@ class TaskStore(Protocol):
 
     def queue_position(self, task_id: str) -> int:
         """How many queued tasks run before this one."""
+
+    # --- webhook outbox: written by every change of a task that has a hook -----------------------
+    def due_deliveries(self, now: int, limit: int = 100) -> list[Delivery]:
+        """Per task, its oldest pending delivery, if due: one task's deliveries go out in order."""
+
+    def settle_delivery(
+        self, delivery_id: int, now: int, *, state: str, error: str | None = None, retry_at: int | None = None
+    ) -> None:
+        """Record an attempt: "delivered", "superseded", "failed", or "pending" again until `retry_at`."""
+
+    def outbox(self, task_id: str) -> list[dict[str, Any]]: ...
 
     # --- keys and ledger ---------------------------------------------------------------------
     def create_key(self, key: ApiKey, key_hash: str) -> None: ...

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,8 @@ from journeyd.domain.errors import PaymentRequired
 from journeyd.domain.keys import ApiKey, Charge
 from journeyd.domain.lifecycle import Action, Op, Speed, Status, sources_of
 from journeyd.domain.prompt import PromptSpec
-from journeyd.domain.task import Result, Task
-from journeyd.store.base import LedgerEntry, Reclaimed
+from journeyd.domain.task import ClientData, Hook, Result, Task
+from journeyd.store.base import Delivery, DuplicateNumber, LedgerEntry, Reclaimed
 
 FINISHED_CACHE_SIZE = 10_000
 
@@ -84,13 +84,44 @@ MIGRATIONS = [
     );
     CREATE INDEX ledger_key ON ledger (key_id);
     """,
+    # 2: one identity in every dialect's form, client data, and the webhook outbox
+    """
+    ALTER TABLE tasks ADD COLUMN number INTEGER;
+    ALTER TABLE tasks ADD COLUMN state TEXT;
+    ALTER TABLE tasks ADD COLUMN ref TEXT;
+    ALTER TABLE tasks ADD COLUMN hook_url TEXT;
+    ALTER TABLE tasks ADD COLUMN hook_format TEXT;
+    ALTER TABLE tasks ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+    UPDATE tasks SET number = created_at * 1000 + seq % 1000;
+    CREATE UNIQUE INDEX tasks_number ON tasks (number);
+    CREATE TABLE webhook_outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        task_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        url TEXT NOT NULL,
+        format TEXT NOT NULL,
+        snapshot TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'superseded', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at INTEGER NOT NULL,
+        last_error TEXT,
+        created_at INTEGER NOT NULL,
+        sent_at INTEGER,
+        UNIQUE (task_id, version)
+    );
+    CREATE INDEX outbox_due ON webhook_outbox (state, next_at);
+    CREATE INDEX outbox_task ON webhook_outbox (task_id, state);
+    """,
 ]
 
 _TASK_COLUMNS = (  # the order _task_from_row unpacks
     "id, owner, action, op, status, progress, prompt, spec, speed, priority, seed, price_name, parent_id, "
     "source_index, args, metadata, result, engine, fail_reason, created_at, updated_at, started_at, "
-    "finished_at, modal_deadline, cancel_requested, attempts"
+    "finished_at, modal_deadline, cancel_requested, attempts, number, state, ref, hook_url, hook_format, version"
 )
+_TASK_COLUMN_COUNT = _TASK_COLUMNS.count(",") + 1
+# Every statement that changes a task bumps its version: webhook deliveries are ordered by it.
+_BUMP = "version = version + 1"
 
 
 def _dumps(value: Any) -> str:
@@ -126,6 +157,12 @@ def _task_from_row(row: sqlite3.Row) -> Task:
         modal_deadline,
         cancel_requested,
         attempts,
+        number,
+        state,
+        ref,
+        hook_url,
+        hook_format,
+        version,
     ) = row
     return Task(
         id=task_id,
@@ -142,7 +179,13 @@ def _task_from_row(row: sqlite3.Row) -> Task:
         parent_id=parent_id,
         source_index=source_index,
         args=orjson.loads(args),
-        metadata=orjson.loads(metadata) if metadata is not None else None,
+        client=ClientData(
+            metadata=orjson.loads(metadata) if metadata is not None else None,
+            state=state,
+            ref=ref,
+            hook=Hook(hook_url, hook_format) if hook_url else None,
+        ),
+        number=number,
         result=Result.from_json(orjson.loads(result)) if result else None,
         engine=engine,
         fail_reason=fail_reason,
@@ -153,6 +196,7 @@ def _task_from_row(row: sqlite3.Row) -> Task:
         modal_deadline=modal_deadline,
         cancel_requested=bool(cancel_requested),
         attempts=attempts,
+        version=version,
     )
 
 
@@ -257,42 +301,80 @@ class SqliteStore:
             if inserted:
                 conn.execute("UPDATE api_keys SET balance = balance + ? WHERE id = ?", (row["total"], row["key_id"]))
 
+    @staticmethod
+    def _emit(conn: sqlite3.Connection, task_id: str, now: int) -> None:
+        """Queue a webhook delivery of the task as it is now, in the transaction that changed it: the
+        outbox then holds every change that committed, and nothing that did not."""
+        row = conn.execute(
+            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ? AND hook_url IS NOT NULL", (task_id,)
+        ).fetchone()
+        if row is None:
+            return
+        conn.execute(
+            "INSERT OR IGNORE INTO webhook_outbox (task_id, version, url, format, snapshot, next_at, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (task_id, row["version"], row["hook_url"], row["hook_format"], _dumps(list(row)), now, now),
+        )
+        # an older delivery waiting to be retried is now stale: let it be superseded at once
+        conn.execute(
+            "UPDATE webhook_outbox SET next_at = ? WHERE task_id = ? AND state = 'pending' AND attempts > 0 "
+            "AND version < ?",
+            (now, task_id, row["version"]),
+        )
+
     # --- tasks ---------------------------------------------------------------------------------
-    def insert_task(self, task: Task, charge: Charge | None) -> None:
+    def insert_task(self, task: Task, charges: Sequence[Charge] = ()) -> None:
         with self._write() as conn:
-            conn.execute(
-                f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES ({', '.join('?' * 26)})",
-                (
-                    task.id,
-                    task.owner,
-                    task.action.value,
-                    task.op.value,
-                    task.status.value,
-                    task.progress,
-                    task.prompt,
-                    _dumps(task.spec.to_json()),
-                    task.speed.value,
-                    task.speed.priority,
-                    task.seed,
-                    task.price_name,
-                    task.parent_id,
-                    task.source_index,
-                    _dumps(task.args),
-                    _dumps(task.metadata) if task.metadata is not None else None,
-                    _dumps(task.result.to_json()) if task.result else None,
-                    task.engine,
-                    task.fail_reason,
-                    task.created_at,
-                    task.updated_at,
-                    task.started_at,
-                    task.finished_at,
-                    task.modal_deadline,
-                    int(task.cancel_requested),
-                    task.attempts,
-                ),
-            )
-            if charge is not None:
+            try:
+                self._insert(conn, task)
+            except sqlite3.IntegrityError as error:
+                if "tasks.number" in str(error):
+                    raise DuplicateNumber(task.number) from None
+                raise
+            for charge in charges:
                 self._charge(conn, task.id, charge, task.created_at)
+            self._emit(conn, task.id, task.created_at)
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, task: Task) -> None:
+        hook = task.client.hook
+        conn.execute(
+            f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES ({', '.join('?' * _TASK_COLUMN_COUNT)})",
+            (
+                task.id,
+                task.owner,
+                task.action.value,
+                task.op.value,
+                task.status.value,
+                task.progress,
+                task.prompt,
+                _dumps(task.spec.to_json()),
+                task.speed.value,
+                task.speed.priority,
+                task.seed,
+                task.price_name,
+                task.parent_id,
+                task.source_index,
+                _dumps(task.args),
+                _dumps(task.client.metadata) if task.client.metadata is not None else None,
+                _dumps(task.result.to_json()) if task.result else None,
+                task.engine,
+                task.fail_reason,
+                task.created_at,
+                task.updated_at,
+                task.started_at,
+                task.finished_at,
+                task.modal_deadline,
+                int(task.cancel_requested),
+                task.attempts,
+                task.number,
+                task.client.state,
+                task.client.ref,
+                hook.url if hook else None,
+                hook.format if hook else None,
+                task.version,
+            ),
+        )
 
     def get_task(self, task_id: str) -> Task | None:
         task = self._finished.get(task_id)
@@ -305,6 +387,25 @@ class SqliteStore:
         if task.status.terminal:
             self._remember(task)
         return task
+
+    def get_task_by_number(self, number: int) -> Task | None:
+        row = self._conn().execute("SELECT id FROM tasks WHERE number = ?", (number,)).fetchone()
+        return self.get_task(row["id"]) if row else None
+
+    def list_tasks(self, owner: str | None, *, statuses: Sequence[Status] = (), limit: int = 100) -> list[Task]:
+        """The owner's newest tasks first; with `statuses`, in the order they will run."""
+        if statuses:
+            marks = ", ".join("?" * len(statuses))
+            rows = self._conn().execute(
+                f"SELECT {_TASK_COLUMNS} FROM tasks WHERE owner IS ? AND status IN ({marks}) "
+                "ORDER BY priority DESC, seq LIMIT ?",
+                (owner, *(s.value for s in statuses), limit),
+            )
+        else:
+            rows = self._conn().execute(
+                f"SELECT {_TASK_COLUMNS} FROM tasks WHERE owner IS ? ORDER BY seq DESC LIMIT ?", (owner, limit)
+            )
+        return [_task_from_row(row) for row in rows]
 
     def _remember(self, task: Task) -> None:
         """Keep a finished task in memory: no statement ever updates a terminal row, so the copy can
@@ -320,34 +421,46 @@ class SqliteStore:
         with self._write() as conn:
             row = conn.execute(
                 f"UPDATE tasks SET status = 'submitted', prompt = ?, spec = ?, args = ?, modal_deadline = NULL, "
-                f"updated_at = ? WHERE id = ? AND status = 'modal' AND modal_deadline > ? RETURNING {_TASK_COLUMNS}",
+                f"updated_at = ?, {_BUMP} WHERE id = ? AND status = 'modal' AND modal_deadline > ? "
+                f"RETURNING {_TASK_COLUMNS}",
                 (prompt, _dumps(spec.to_json()), _dumps(args), now, task_id, now),
             ).fetchone()
             if row is None:
                 return None
             if charge is not None:
                 self._charge(conn, task_id, charge, now)
+            self._emit(conn, task_id, now)
             return _task_from_row(row)
 
     def claim_next(self, worker: str, now: int, lease_ms: int) -> Task | None:
         with self._write() as conn:
             row = conn.execute(
                 "UPDATE tasks SET status = 'in_progress', started_at = COALESCE(started_at, :now), "
-                "lease_owner = :worker, lease_until = :until, attempts = attempts + 1, updated_at = :now "
+                f"lease_owner = :worker, lease_until = :until, attempts = attempts + 1, updated_at = :now, {_BUMP} "
                 "WHERE seq = (SELECT seq FROM tasks WHERE status = 'submitted' ORDER BY priority DESC, seq LIMIT 1) "
                 f"RETURNING {_TASK_COLUMNS}",
                 {"now": now, "worker": worker, "until": now + lease_ms},
             ).fetchone()
-            return _task_from_row(row) if row else None
+            if row is None:
+                return None
+            self._emit(conn, row["id"], now)
+            return _task_from_row(row)
 
     def heartbeat(self, task_id: str, worker: str, now: int, lease_ms: int, progress: int) -> bool | None:
         with self._write() as conn:
             row = conn.execute(
-                "UPDATE tasks SET progress = MAX(progress, ?), lease_until = ?, updated_at = ? "
+                "UPDATE tasks SET lease_until = ?, updated_at = ? "
                 "WHERE id = ? AND status = 'in_progress' AND lease_owner = ? RETURNING cancel_requested",
-                (progress, now + lease_ms, now, task_id, worker),
+                (now + lease_ms, now, task_id, worker),
             ).fetchone()
-            return bool(row["cancel_requested"]) if row else None
+            if row is None:
+                return None
+            moved = conn.execute(  # progress only moves forward, and only a move is news
+                f"UPDATE tasks SET progress = ?, {_BUMP} WHERE id = ? AND progress < ?", (progress, task_id, progress)
+            ).rowcount
+            if moved:
+                self._emit(conn, task_id, now)
+            return bool(row["cancel_requested"])
 
     def finish(
         self,
@@ -364,7 +477,7 @@ class SqliteStore:
             row = conn.execute(
                 "UPDATE tasks SET status = ?, progress = CASE WHEN ? THEN 100 ELSE progress END, result = ?, "
                 "engine = COALESCE(?, engine), fail_reason = ?, finished_at = ?, updated_at = ?, "
-                "lease_owner = NULL, lease_until = NULL "
+                f"lease_owner = NULL, lease_until = NULL, {_BUMP} "
                 f"WHERE id = ? AND status = 'in_progress' AND lease_owner = ? RETURNING {_TASK_COLUMNS}",
                 (
                     status.value,
@@ -378,20 +491,24 @@ class SqliteStore:
                     worker,
                 ),
             ).fetchone()
-            if row is not None and status.refunds:
+            if row is None:
+                return None
+            if status.refunds:
                 self._refund(conn, task_id, now)
-            return _task_from_row(row) if row else None
+            self._emit(conn, task_id, now)
+            return _task_from_row(row)
 
     def cancel(self, task_id: str, now: int, reason: str) -> Task | None:
         with self._write() as conn:
             row = conn.execute(
                 "UPDATE tasks SET status = 'cancelled', fail_reason = ?, finished_at = ?, updated_at = ?, "
-                f"modal_deadline = NULL WHERE id = ? AND status IN {_in(_WAITING)} "
+                f"modal_deadline = NULL, {_BUMP} WHERE id = ? AND status IN {_in(_WAITING)} "
                 f"RETURNING {_TASK_COLUMNS}",
                 (reason, now, now, task_id),
             ).fetchone()
             if row is not None:
                 self._refund(conn, task_id, now)
+                self._emit(conn, task_id, now)
                 return _task_from_row(row)
             conn.execute(
                 "UPDATE tasks SET cancel_requested = 1, updated_at = ? WHERE id = ? AND status = 'in_progress'",
@@ -404,11 +521,12 @@ class SqliteStore:
         with self._write() as conn:
             rows = conn.execute(
                 "UPDATE tasks SET status = 'cancelled', fail_reason = ?, finished_at = ?, updated_at = ?, "
-                "modal_deadline = NULL WHERE status = 'modal' AND modal_deadline <= ? RETURNING id",
+                f"modal_deadline = NULL, {_BUMP} WHERE status = 'modal' AND modal_deadline <= ? RETURNING id",
                 (reason, now, now, now),
             ).fetchall()
             for row in rows:
                 self._refund(conn, row["id"], now)
+                self._emit(conn, row["id"], now)
             return [row["id"] for row in rows]
 
     def reclaim(self, now: int, max_attempts: int, *, every_lease: bool = False) -> Reclaimed:
@@ -422,7 +540,7 @@ class SqliteStore:
                 if row["attempts"] >= max_attempts:
                     conn.execute(
                         "UPDATE tasks SET status = 'failure', fail_reason = ?, finished_at = ?, updated_at = ?, "
-                        "lease_owner = NULL, lease_until = NULL WHERE id = ?",
+                        f"lease_owner = NULL, lease_until = NULL, {_BUMP} WHERE id = ?",
                         (
                             f"the worker stopped while running this task {row['attempts']} times; giving up",
                             now,
@@ -435,10 +553,11 @@ class SqliteStore:
                 else:
                     conn.execute(
                         "UPDATE tasks SET status = 'submitted', lease_owner = NULL, lease_until = NULL, "
-                        "updated_at = ? WHERE id = ?",
+                        f"updated_at = ?, {_BUMP} WHERE id = ?",
                         (now, row["id"]),
                     )
                     requeued.append(row["id"])
+                self._emit(conn, row["id"], now)
             return Reclaimed(requeued, failed)
 
     def queued_count(self, owner: str | None) -> int:
@@ -458,6 +577,52 @@ class SqliteStore:
             )
             .fetchone()[0]
         )
+
+    # --- webhook outbox --------------------------------------------------------------------------
+    def due_deliveries(self, now: int, limit: int = 100) -> list[Delivery]:
+        """Per task, its oldest pending delivery, if it is due: deliveries of one task go out in order."""
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT o.id, o.url, o.format, o.snapshot, o.attempts, EXISTS (SELECT 1 FROM webhook_outbox AS n "
+                "WHERE n.task_id = o.task_id AND n.state = 'pending' AND n.id > o.id) AS newer "
+                "FROM webhook_outbox AS o WHERE o.state = 'pending' AND o.next_at <= ? AND o.id = "
+                "(SELECT MIN(id) FROM webhook_outbox AS p WHERE p.task_id = o.task_id AND p.state = 'pending') "
+                "ORDER BY o.id LIMIT ?",
+                (now, limit),
+            )
+            .fetchall()
+        )
+        return [
+            Delivery(
+                id=row["id"],
+                task=_task_from_row(orjson.loads(row["snapshot"])),
+                hook=Hook(row["url"], row["format"]),
+                attempts=row["attempts"],
+                newer_pending=bool(row["newer"]),
+            )
+            for row in rows
+        ]
+
+    def settle_delivery(
+        self, delivery_id: int, now: int, *, state: str, error: str | None = None, retry_at: int | None = None
+    ) -> None:
+        """Record an attempt: delivered, superseded, failed for good, or still pending until `retry_at`."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE webhook_outbox SET state = ?, attempts = attempts + (? != 'superseded'), last_error = ?, "
+                "next_at = COALESCE(?, next_at), sent_at = CASE WHEN ? = 'delivered' THEN ? ELSE sent_at END "
+                "WHERE id = ?",
+                (state, state, error, retry_at, state, now, delivery_id),
+            )
+
+    def outbox(self, task_id: str) -> list[dict[str, Any]]:
+        rows = self._conn().execute(
+            "SELECT id, version, url, format, state, attempts, last_error, sent_at FROM webhook_outbox "
+            "WHERE task_id = ? ORDER BY id",
+            (task_id,),
+        )
+        return [dict(row) for row in rows]
 
     # --- keys and ledger ---------------------------------------------------------------------
     def create_key(self, key: ApiKey, key_hash: str) -> None:

@@ -1,0 +1,339 @@
+"""The midjourney-proxy dialect (`/mj/...`, Plus / trueai shape), as new-api, one-api,
+chatgpt-web-midjourney-proxy and ChatGPT-Midjourney call it.
+
+A translation table, checkable against `trueai-org/midjourney-proxy` and the clients' sources:
+- submit answers `{code, description, result, properties}`: 1 submitted, 21 waiting for a modal,
+  22 queued (`numberOfQueues`), 23 queue full, 24 banned prompt (`bannedWord`), 3 unknown task,
+  4 anything else the client got wrong, 9 our failure. `result` is always a string or null and
+  `properties` always an object; the HTTP status is 200 on success and the specific 4xx otherwise.
+- task JSON decodes into new-api's Go structs: string ids and enums, `progress` "45%", integer
+  millisecond times, string `properties.finalPrompt`; SUCCESS is at "100%" and a failed task always
+  has a `failReason` (new-api stops polling on nothing else).
+- `/mj-fast/mj/...`, `/mj-relax/mj/...`, `/mj-turbo/mj/...` choose the speed.
+JSON is compact (orjson): new-api rewrites `"code":22` to `"code":1` by text replacement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from journeyd.api.auth import caller_of
+from journeyd.api.errors import JsonResponse, dialect_route
+from journeyd.api.urls import image_base
+from journeyd.domain.errors import (
+    InternalError,
+    InvalidRequest,
+    JourneydError,
+    NotFound,
+    RateLimited,
+)
+from journeyd.domain.lifecycle import Action, Status
+from journeyd.domain.moderation import BannedPrompt
+from journeyd.domain.prompt import parse_prompt
+from journeyd.domain.task import ClientData, Hook, Task
+from journeyd.service import ModalInput, TaskService
+
+SPEED_PREFIXES = {"/mj": None, "/mj-fast/mj": "fast", "/mj-relax/mj": "relax", "/mj-turbo/mj": "turbo"}
+STATUS = {
+    Status.SUBMITTED: "SUBMITTED",
+    Status.IN_PROGRESS: "IN_PROGRESS",
+    Status.SUCCESS: "SUCCESS",
+    Status.FAILURE: "FAILURE",
+    Status.MODAL: "MODAL",
+    Status.CANCELLED: "CANCEL",
+}
+CHANGE_ACTIONS = {"UPSCALE": "upscale", "VARIATION": "variation", "REROLL": "reroll"}
+UNSUPPORTED = ("describe", "blend", "shorten", "edits", "retexture", "video", "upload-discord-images")
+WAITING_FOR_MODAL = "Waiting for window confirm"  # chatgpt-web-midjourney-proxy looks for "confirm"
+
+
+def _result(
+    code: int, description: str, result: str | None = None, status: int = 200, **properties: Any
+) -> JsonResponse:
+    return JsonResponse(
+        {"code": code, "description": description, "result": result, "properties": properties}, status_code=status
+    )
+
+
+def render_error(error: JourneydError) -> JsonResponse:
+    if isinstance(error, BannedPrompt):
+        return _result(
+            24, error.message, status=error.status, bannedWord=error.details.get("banned_word", ""), promptEn=""
+        )
+    if isinstance(error, NotFound):
+        return _result(3, error.message, status=error.status)
+    if isinstance(error, RateLimited):
+        return _result(23, error.message, status=error.status)
+    if isinstance(error, InternalError):
+        return _result(9, error.message, status=error.status)
+    return _result(4, error.message, status=error.status, **error.details)
+
+
+router = APIRouter(route_class=dialect_route(render_error), tags=["midjourney-proxy"])
+
+
+def route(method: str, path: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register an endpoint under /mj and under each speed prefix (only /mj is in the OpenAPI document)."""
+
+    def register(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+        for prefix in SPEED_PREFIXES:
+            router.add_api_route(
+                prefix + path, endpoint, methods=[method], include_in_schema=prefix == "/mj", **options
+            )
+        return endpoint
+
+    return register
+
+
+# --- requests ------------------------------------------------------------------------------------
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    state: str | None = Field(None, description="Echoed back in the task")
+    notifyHook: str | None = Field(None, description="Every update of the task is posted here")
+
+
+class MjImagineBody(_Body):
+    prompt: str = Field(..., description="Midjourney prompt")
+    base64Array: list[str] = Field(default_factory=list, max_length=5, description="Image prompts, base64 or data URLs")
+    botType: Literal["MID_JOURNEY", "NIJI_JOURNEY"] | None = None
+    accountFilter: dict[str, Any] | None = Field(None, description="modes: [RELAX|FAST|TURBO] picks the speed")
+
+
+class MjChangeBody(_Body):
+    taskId: str
+    action: Literal["UPSCALE", "VARIATION", "REROLL"]
+    index: int | None = Field(None, ge=0, le=4)
+
+
+class MjSimpleChangeBody(_Body):
+    content: str = Field(..., description='"<taskId> U1".."U4", "V1".."V4" or "R"')
+
+
+class MjActionBody(_Body):
+    taskId: str
+    customId: str
+
+
+class MjModalBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    taskId: str
+    prompt: str | None = Field(None, description="Empty uses the parent's prompt; Custom Zoom takes --zoom 1..2")
+    maskBase64: str | None = Field(None, description="Vary (Region): black background, white where to repaint")
+
+
+class MjIdsBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    ids: list[str | int] = Field(default_factory=list)
+
+
+# --- presenting ----------------------------------------------------------------------------------
+def _description(task: Task, parent_number: str) -> str:
+    if task.status is Status.MODAL:
+        return WAITING_FOR_MODAL
+    if task.action is Action.IMAGINE:
+        return f"/imagine {task.prompt}"
+    code = {Action.UPSCALE: f"U{task.source_index}", Action.VARIATION: f"V{task.source_index}", Action.REROLL: "R"}.get(
+        task.action, task.action.value.lower()
+    )
+    return f"/up {parent_number} {code}"
+
+
+def task_json(task: Task, images: str, parent_number: str = "") -> dict[str, Any]:
+    """The Task as midjourney-proxy shows it (fetch, lists, notifyHook); `images` is the image base URL."""
+    result = task.result
+    failed = task.status in (Status.FAILURE, Status.CANCELLED)
+    return {
+        "id": str(task.number),
+        "action": task.action.value,
+        "customId": task.args.get("custom_id", ""),
+        "botType": "NIJI_JOURNEY" if task.spec.niji else "MID_JOURNEY",
+        "prompt": task.prompt,
+        "promptEn": task.final_prompt,
+        "description": _description(task, parent_number),
+        "state": task.client.state or "",
+        "submitTime": task.created_at,
+        "startTime": task.started_at or 0,
+        "finishTime": task.finished_at or 0,
+        "imageUrl": f"{images}/{result.grid}" if result else "",
+        "imageUrls": [{"url": f"{images}/{key}"} for key in result.images] if result else [],
+        "videoUrl": "",
+        "videoUrls": [],
+        "status": STATUS[task.status],
+        "progress": "100%" if task.status.terminal else f"{task.progress}%",
+        "failReason": (task.fail_reason or task.status.value) if failed else "",
+        "buttons": [
+            {"customId": b.custom_id, "emoji": b.emoji, "label": b.label, "type": 2, "style": b.style}
+            for b in task.buttons
+        ],
+        "maskBase64": "",
+        "seed": str(task.seed),
+        "mode": task.speed.value.upper(),
+        "parentId": parent_number,
+        "width": result.width if result else 0,
+        "height": result.height if result else 0,
+        "properties": {
+            "finalPrompt": task.final_prompt,
+            "finalZhPrompt": "",
+            "notifyHook": task.client.hook.url if task.client.hook and task.client.hook.format == "mj" else "",
+            "engine": task.engine or "",
+        },
+    }
+
+
+def webhook_renderer(service: TaskService) -> Callable[[Task, str], dict[str, Any]]:
+    """notifyHook payloads: the full Task JSON, as midjourney-proxy posts it."""
+
+    def render(task: Task, images: str) -> dict[str, Any]:
+        parent = service.parent(task)
+        return task_json(task, images, str(parent.number) if parent else "")
+
+    return render
+
+
+def _service(request: Request) -> TaskService:
+    return request.app.state.service
+
+
+def _speed(request: Request, account_filter: dict[str, Any] | None = None) -> str | None:
+    for prefix, speed in SPEED_PREFIXES.items():
+        if speed and request.url.path.startswith(prefix + "/"):
+            return speed
+    modes = (account_filter or {}).get("modes") or []
+    return str(modes[0]).lower() if modes and str(modes[0]).lower() in ("relax", "fast", "turbo") else None
+
+
+def _client(body: _Body) -> ClientData:
+    return ClientData(state=body.state, hook=Hook(body.notifyHook, "mj") if body.notifyHook else None)
+
+
+def _view(task: Task, request: Request) -> dict[str, Any]:
+    parent = _service(request).parent(task)
+    return task_json(task, image_base(request), str(parent.number) if parent else "")
+
+
+def _submitted(task: Task, request: Request) -> JsonResponse:
+    if task.status is Status.MODAL:
+        final = task.final_prompt if task.action is Action.ZOOM else ""
+        return _result(21, WAITING_FOR_MODAL, str(task.number), finalPrompt=final, remix=True)
+    ahead = _service(request).tasks_ahead(task)
+    if ahead:
+        return _result(22, f"In queue, {ahead} tasks ahead", str(task.number), numberOfQueues=ahead)
+    return _result(1, "Submit success", str(task.number))
+
+
+# --- routes: tasks -----------------------------------------------------------------------------------
+@route("GET", "/task/{id}/fetch", summary="A task")
+async def fetch(id: str, request: Request) -> JsonResponse:
+    return JsonResponse(_view(_service(request).get(caller_of(request), id), request))
+
+
+@route("POST", "/task/list-by-condition", summary="Tasks by id (a bare array, only the caller's known ids)")
+async def list_by_condition(body: MjIdsBody, request: Request) -> JsonResponse:
+    tasks = _service(request).get_many(caller_of(request), [str(i) for i in body.ids])
+    return JsonResponse([_view(task, request) for task in tasks])
+
+
+route("POST", "/task/list-by-ids", summary="Alias of list-by-condition")(list_by_condition)
+
+
+@route("GET", "/task/list", summary="The caller's latest 100 tasks, newest first")
+async def task_list(request: Request) -> JsonResponse:
+    return JsonResponse([_view(task, request) for task in _service(request).recent(caller_of(request))])
+
+
+@route("GET", "/task/queue", summary="The caller's queued and running tasks, in the order they run")
+async def task_queue(request: Request) -> JsonResponse:
+    return JsonResponse([_view(task, request) for task in _service(request).queue(caller_of(request))])
+
+
+@route(
+    "POST", "/task/{id}/cancel", summary="Cancel a task: queued and MODAL tasks at once, running ones at the next step"
+)
+def cancel(id: str, request: Request) -> JsonResponse:
+    task = _service(request).cancel(caller_of(request), id)
+    return _result(1, "Cancelled" if task.status is Status.CANCELLED else "Cancelling", str(task.number))
+
+
+@route("GET", "/task/{id}/image-seed", summary="The seed of a task's images")
+async def image_seed(id: str, request: Request) -> JsonResponse:
+    task = _service(request).get(caller_of(request), id)
+    return _result(1, "success", str(task.seed))
+
+
+# --- routes: submit --------------------------------------------------------------------------------
+@route("POST", "/submit/imagine", summary="Imagine")
+def imagine(body: MjImagineBody, request: Request) -> JsonResponse:
+    overrides: dict[str, Any] = {"speed": _speed(request, body.accountFilter)}
+    if body.botType == "NIJI_JOURNEY":
+        spec = parse_prompt(body.prompt)
+        if spec.version is None and spec.niji is None:
+            overrides["version"] = "niji"
+    task = _service(request).imagine(
+        caller_of(request), body.prompt, overrides=overrides, image_urls=body.base64Array, client=_client(body)
+    )
+    return _submitted(task, request)
+
+
+@route("POST", "/submit/action", summary="Press a button (customId); Vary (Region) and Custom Zoom answer 21")
+def action(body: MjActionBody, request: Request) -> JsonResponse:
+    task = _service(request).press(
+        caller_of(request), body.taskId, custom_id=body.customId, speed=_speed(request), client=_client(body)
+    )
+    return _submitted(task, request)
+
+
+@route("POST", "/submit/change", summary="U1-U4, V1-V4 or reroll by action and index")
+def change(body: MjChangeBody, request: Request) -> JsonResponse:
+    if body.action != "REROLL" and not body.index:
+        raise InvalidRequest("index is required (1-4) for UPSCALE and VARIATION")
+    task = _service(request).press(
+        caller_of(request),
+        body.taskId,
+        name=CHANGE_ACTIONS[body.action],
+        index=body.index,
+        speed=_speed(request),
+        client=_client(body),
+    )
+    return _submitted(task, request)
+
+
+@route("POST", "/submit/simple-change", summary='"<taskId> U2" style changes')
+def simple_change(body: MjSimpleChangeBody, request: Request) -> JsonResponse:
+    parts = body.content.split()
+    if len(parts) != 2 or not (
+        parts[1].upper() == "R" or (parts[1][:1].upper() in "UV" and parts[1][1:] in ("1", "2", "3", "4"))
+    ):
+        raise InvalidRequest('content must look like "<taskId> U1" (U1-U4, V1-V4 or R)')
+    task_id, code = parts[0], parts[1].upper()
+    name = {"U": "upscale", "V": "variation", "R": "reroll"}[code[0]]
+    task = _service(request).press(
+        caller_of(request),
+        task_id,
+        name=name,
+        index=int(code[1:] or 0) or None,
+        speed=_speed(request),
+        client=_client(body),
+    )
+    return _submitted(task, request)
+
+
+@route("POST", "/submit/modal", summary="Finish a task waiting for a modal (mask and/or prompt); same task id")
+def modal(body: MjModalBody, request: Request) -> JsonResponse:
+    task = _service(request).modal(
+        caller_of(request), body.taskId, ModalInput(body.prompt, body.maskBase64, mask_field="maskBase64")
+    )
+    return _submitted(task, request)
+
+
+def _unsupported(request: Request) -> JsonResponse:
+    caller_of(request)
+    name = request.url.path.rsplit("/", 1)[-1]
+    raise InvalidRequest(f"{name} is not supported by journeyd's engines yet; nothing was submitted or charged")
+
+
+for _name in UNSUPPORTED:
+    route("POST", f"/submit/{_name}", summary=f"{_name}: not supported yet (code 4)")(_unsupported)
