@@ -131,6 +131,17 @@ def test_every_label_on_an_upscaled_image_works(flow: Flow) -> None:
         assert _message(flow, answer["messageId"])["status"] == "DONE", label
 
 
+def test_a_prompt_with_a_variation_is_a_remix(flow: Flow) -> None:
+    message_id = _post(flow, "imagine", {"prompt": "a red barn --ar 3:2 --s 300"})["messageId"]
+    flow.runtime.run_pending()
+    remixed = _post(flow, "button", {"messageId": message_id, "button": "V2", "prompt": "a blue barn in snow"})
+    flow.runtime.run_pending()
+    message = _message(flow, remixed["messageId"])
+    assert message["prompt"] == "a blue barn in snow" and message["status"] == "DONE"
+    as_mj = flow.client.get(f"/mj/task/{remixed['messageId']}/fetch").json()
+    assert as_mj["promptEn"] == "a blue barn in snow --ar 3:2 --stylize 300"  # the parent's flags carry over
+
+
 def test_cancel_job(flow: Flow) -> None:
     message_id = _post(flow, "imagine", {"prompt": "slow job"})["messageId"]
     answer = _post(flow, "button", {"messageId": message_id, "button": "Cancel Job"})

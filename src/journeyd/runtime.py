@@ -7,7 +7,7 @@ import os
 import random
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from journeyd.api import mjproxy, mymidjourney
@@ -22,10 +22,13 @@ from journeyd.engines.base import Engine
 from journeyd.maintenance import Maintenance
 from journeyd.media.fetch import SafeFetcher
 from journeyd.media.storage import LocalImageStore
+from journeyd.periodic import Periodic
 from journeyd.service import Limits, TaskService
 from journeyd.store.sqlite import SqliteStore
 from journeyd.webhooks import Notifier, Signer, load_secret
 from journeyd.worker import Worker
+
+WEBHOOK_INTERVAL_S = 0.5  # how soon a task update reaches its webhook
 
 
 class DataDirBusy(RuntimeError):
@@ -70,6 +73,7 @@ class Runtime:
     maintenance: Maintenance
     notifier: Notifier
     lock: DataDirLock
+    loops: list[Periodic] = field(default_factory=list)
 
     def start(self) -> None:
         """Take the data dir, recover what a previous process left running, then start working."""
@@ -77,12 +81,17 @@ class Runtime:
         self.service.reclaim(every_lease=True)  # we hold the lock: any running task is an orphan
         self.maintenance.run_once()
         self.dispatcher.start()
-        self.maintenance.start()
-        self.notifier.start()  # the outbox survived the restart: pending deliveries go out now
+        # the outbox survived the restart too: pending deliveries go out on the first pass
+        self.loops = [
+            Periodic("maintenance", self.maintenance.run_once, self.settings.sweep_interval_s),
+            Periodic("webhooks", self.notifier.run_once, WEBHOOK_INTERVAL_S),
+        ]
+        for loop in self.loops:
+            loop.start()
 
     def stop(self) -> None:
-        self.notifier.stop()
-        self.maintenance.stop()
+        for loop in self.loops:
+            loop.stop()
         self.dispatcher.stop()
         self.lock.release()
         self.store.close()
@@ -167,7 +176,7 @@ def build_runtime(
             max_attempts=settings.max_attempts,
         ),
     )
-    maintenance = Maintenance(service, settings.sweep_interval_s)
+    maintenance = Maintenance(service)
     notifier = Notifier(
         store,
         webhook_http,

@@ -236,7 +236,7 @@ class TaskService:
                 f"task {task.id} is {task.status.value}, not waiting for a modal; "
                 "modal finishes a task created by inpaint (Vary (Region)) or Custom Zoom"
             )
-        parent = self.store.get_task(task.parent_id or "")
+        parent = self.parent(task)
         if parent is None or parent.result is None:
             raise Conflict(f"task {task.id}'s parent image is gone")
         inputs = self._modal_inputs(task.id, task.op, task.args, parent, modal)

@@ -15,7 +15,6 @@ import hmac
 import logging
 import random
 import secrets
-import threading
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -87,15 +86,11 @@ class Notifier:
         *,
         clock: Clock,
         base_url: str,
-        interval_s: float = 0.5,
         rng: random.Random | None = None,
     ) -> None:
         self.store, self.poster, self.signer, self.renderers = store, poster, signer, renderers
-        self.clock, self.base_url, self.interval_s = clock, base_url.rstrip("/"), interval_s
+        self.clock, self.base_url = clock, base_url.rstrip("/")
         self._rng = rng or random.Random()
-        self._bell = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def run_once(self, max_rounds: int = 1000) -> int:
         """Send what is due until nothing is: each task's next update follows as soon as the one
@@ -143,30 +138,6 @@ class Notifier:
         wait_s = RETRY_SCHEDULE_S[delivery.attempts] * self._rng.uniform(0.9, 1.1)
         wait_s = max(wait_s, _retry_after_s(retry_after, now))
         self.store.settle_delivery(delivery.id, now, state="pending", error=error, retry_at=now + int(wait_s * 1000))
-
-    # --- background thread --------------------------------------------------------------------
-    def wake(self) -> None:
-        self._bell.set()
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="journeyd-webhooks", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._bell.set()
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except Exception:
-                log.exception("webhook pass failed")
-            self._bell.wait(self.interval_s)
-            self._bell.clear()
 
 
 def _retry_after_s(value: str | None, now_ms: int) -> float:

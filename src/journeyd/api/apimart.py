@@ -18,21 +18,13 @@ from journeyd.api.errors import JsonResponse, dialect_route
 from journeyd.api.urls import image_base
 from journeyd.domain.buttons import Button
 from journeyd.domain.errors import InvalidRequest, JourneydError
-from journeyd.domain.lifecycle import Status
+from journeyd.domain.lifecycle import MIDJOURNEY_STATUS, Status
 from journeyd.domain.task import ClientData, Task
 from journeyd.service import Caller, ModalInput, TaskService
 
 PREFIX = "task_"
 Speed = Literal["relax", "fast", "turbo"]
 
-STATUS = {
-    Status.SUBMITTED: "SUBMITTED",
-    Status.IN_PROGRESS: "IN_PROGRESS",
-    Status.SUCCESS: "SUCCESS",
-    Status.FAILURE: "FAILURE",
-    Status.MODAL: "MODAL",
-    Status.CANCELLED: "CANCEL",
-}
 UNIFIED_STATUS = {
     Status.SUBMITTED: "pending",
     Status.IN_PROGRESS: "processing",
@@ -115,7 +107,7 @@ def task_view(task: Task, request: Request) -> dict[str, Any]:
     base = image_base(request)
     return {
         "id": PREFIX + task.id,
-        "status": STATUS[task.status],
+        "status": MIDJOURNEY_STATUS[task.status],
         "action": task.action.value,
         "progress": f"{task.progress}%",
         "prompt": task.prompt,

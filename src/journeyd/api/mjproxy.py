@@ -31,21 +31,13 @@ from journeyd.domain.errors import (
     NotFound,
     RateLimited,
 )
-from journeyd.domain.lifecycle import Action, Status
+from journeyd.domain.lifecycle import MIDJOURNEY_STATUS, Action, Status
 from journeyd.domain.moderation import BannedPrompt
 from journeyd.domain.prompt import parse_prompt
 from journeyd.domain.task import ClientData, Hook, Task
 from journeyd.service import ModalInput, TaskService
 
 SPEED_PREFIXES = {"/mj": None, "/mj-fast/mj": "fast", "/mj-relax/mj": "relax", "/mj-turbo/mj": "turbo"}
-STATUS = {
-    Status.SUBMITTED: "SUBMITTED",
-    Status.IN_PROGRESS: "IN_PROGRESS",
-    Status.SUCCESS: "SUCCESS",
-    Status.FAILURE: "FAILURE",
-    Status.MODAL: "MODAL",
-    Status.CANCELLED: "CANCEL",
-}
 CHANGE_ACTIONS = {"UPSCALE": "upscale", "VARIATION": "variation", "REROLL": "reroll"}
 UNSUPPORTED = ("describe", "blend", "shorten", "edits", "retexture", "video", "upload-discord-images")
 WAITING_FOR_MODAL = "Waiting for window confirm"  # chatgpt-web-midjourney-proxy looks for "confirm"
@@ -162,7 +154,7 @@ def task_json(task: Task, images: str, parent_number: str = "") -> dict[str, Any
         "imageUrls": [{"url": f"{images}/{key}"} for key in result.images] if result else [],
         "videoUrl": "",
         "videoUrls": [],
-        "status": STATUS[task.status],
+        "status": MIDJOURNEY_STATUS[task.status],
         "progress": "100%" if task.status.terminal else f"{task.progress}%",
         "failReason": (task.fail_reason or task.status.value) if failed else "",
         "buttons": [

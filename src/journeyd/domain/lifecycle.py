@@ -29,6 +29,16 @@ class Status(StrEnum):
 
 TERMINAL = frozenset({Status.SUCCESS, Status.FAILURE, Status.CANCELLED})
 
+# The words the Midjourney API family (midjourney-proxy, apimart's MJ-style view) uses for them.
+MIDJOURNEY_STATUS = {
+    Status.SUBMITTED: "SUBMITTED",
+    Status.IN_PROGRESS: "IN_PROGRESS",
+    Status.SUCCESS: "SUCCESS",
+    Status.FAILURE: "FAILURE",
+    Status.MODAL: "MODAL",
+    Status.CANCELLED: "CANCEL",
+}
+
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.MODAL: frozenset({Status.SUBMITTED, Status.CANCELLED}),
     Status.SUBMITTED: frozenset({Status.IN_PROGRESS, Status.CANCELLED, Status.FAILURE}),
