@@ -50,7 +50,10 @@ class NoopEngine:
 
     name = "noop"
 
-    def canvas_size(self, aspect: tuple[int, int]) -> tuple[int, int]:
+    def check(self, prompt) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+    def canvas_size(self, prompt) -> tuple[int, int]:  # type: ignore[no-untyped-def]
         return 8, 8
 
     def generate(self, prompt, size, seeds, progress, init_images=()):  # type: ignore[no-untyped-def]

@@ -29,6 +29,18 @@ from journeyd.api.app import create_app  # noqa: E402
 LOOPBACK = ("127.0.0.1", 50000)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread() -> Iterator[None]:
+    """The tiny test models gain nothing from threads, and beside another torch process on two
+    cores, two threads each ran several times slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {"data_dir": tmp_path / "data", "workers": 0, "classic_size": 128}
     values.update(overrides)

@@ -64,7 +64,7 @@ def test_is_an_engine(engine: ClassicEngine) -> None:
 
 @pytest.mark.parametrize("aspect", [(1, 1), (16, 9), (2, 3), (4, 1)])
 def test_canvas_size_keeps_ratio_and_area(engine: ClassicEngine, aspect: tuple[int, int]) -> None:
-    width, height = engine.canvas_size(aspect)
+    width, height = engine.canvas_size(parse_prompt(f"x --ar {aspect[0]}:{aspect[1]}"))
     assert width % 8 == 0 and height % 8 == 0
     assert width >= 64 and height >= 64
     assert width / height == pytest.approx(aspect[0] / aspect[1], rel=0.03)
@@ -72,8 +72,8 @@ def test_canvas_size_keeps_ratio_and_area(engine: ClassicEngine, aspect: tuple[i
 
 
 def test_canvas_size_follows_base_size() -> None:
-    assert ClassicEngine(base_size=1024).canvas_size((1, 1)) == (1024, 1024)
-    width, height = ClassicEngine(base_size=64).canvas_size((8, 1))
+    assert ClassicEngine(base_size=1024).size_for((1, 1)) == (1024, 1024)
+    width, height = ClassicEngine(base_size=64).size_for((8, 1))
     assert height == 64 and width == 512
 
 

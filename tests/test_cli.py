@@ -84,3 +84,22 @@ def test_demo_runs_the_region_flow_and_prints_urls(tmp_path: Path) -> None:
         url = line.split()[-1]
         task_id, name = url.rsplit("/", 2)[-2:]
         assert (tmp_path / "data" / "images" / task_id / name).is_file()
+
+
+def test_serve_with_a_broken_model_stops_at_start_up_naming_it(tmp_path: Path) -> None:
+    result = journeyd(
+        "serve",
+        "--engine",
+        "diffusers",
+        "--model",
+        str(tmp_path / "missing-model"),
+        "--model-family",
+        "sdxl",
+        "--port",
+        str(free_port()),
+        "--data-dir",
+        str(tmp_path / "d"),
+        env={"HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 2
+    assert "missing-model" in result.stderr and "model_index.json" in result.stderr

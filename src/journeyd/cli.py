@@ -22,7 +22,19 @@ from journeyd.store.sqlite import SqliteStore
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
-    for name in ("data_dir", "host", "port", "engine", "workers", "public_url", "prices"):
+    for name in (
+        "data_dir",
+        "host",
+        "port",
+        "engine",
+        "workers",
+        "public_url",
+        "prices",
+        "model",
+        "models",
+        "model_family",
+        "device",
+    ):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -35,7 +47,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from journeyd.api.app import create_app
-    from journeyd.runtime import DataDirBusy, build_runtime
+    from journeyd.runtime import build_runtime
 
     settings = _settings(args)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -52,7 +64,7 @@ def serve(args: argparse.Namespace) -> int:
     try:
         runtime = build_runtime(settings)
         runtime.lock.acquire()
-    except (ValueError, OSError, DataDirBusy) as error:
+    except (ValueError, OSError, RuntimeError) as error:  # a bad model, a busy data dir: say so and stop
         print(f"journeyd: {error}", file=sys.stderr)
         return 2
     print(
@@ -195,7 +207,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     common(serve_parser)
     serve_parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve_parser.add_argument("--port", type=int, help="port (default 8080)")
-    serve_parser.add_argument("--engine", help="classic (default)")
+    serve_parser.add_argument("--engine", help="classic (default, CPU, no weights) or diffusers")
+    serve_parser.add_argument("--model", help="diffusers: hub id, diffusers folder or .safetensors, for every --v")
+    serve_parser.add_argument("--models", help="diffusers: TOML file of [[profile]] tables mapping --v to models")
+    serve_parser.add_argument("--model-family", help="diffusers: sd15 or sdxl, when it cannot be told")
+    serve_parser.add_argument("--device", help="diffusers: cuda, mps or cpu (default: the best there is)")
     serve_parser.add_argument("--workers", type=int, help="in-process worker threads (default 1)")
     serve_parser.add_argument("--public-url", help="base URL clients reach this server at")
     serve_parser.add_argument("--prices", help="price table: JSON/TOML file or inline JSON (billing off if unset)")

@@ -21,7 +21,11 @@ class Settings(BaseSettings):
     public_url: str | None = Field(None, description="Base URL clients reach us at; image URLs start with it")
     insecure: bool = Field(False, description="Allow listening beyond loopback with no API key created")
 
-    engine: str = Field("classic", description="classic (CPU, no weights)")
+    engine: str = Field("classic", description="classic (CPU, no weights) or diffusers (open models)")
+    model: str | None = Field(None, description="diffusers: hub id, diffusers folder or .safetensors for every --v")
+    model_family: str | None = Field(None, description="diffusers: sd15 or sdxl, when it cannot be told")
+    models: str | None = Field(None, description="diffusers: a TOML file of [[profile]] tables, --v to model")
+    device: str | None = Field(None, description="diffusers: cuda, mps or cpu (default: the best there is)")
     workers: int = Field(1, ge=0, description="In-process worker threads; 0 leaves tasks queued")
     classic_size: int = Field(512, ge=64, le=2048, description="Side of a square classic-engine image")
 

@@ -17,6 +17,7 @@ from journeyd.domain.lifecycle import Op
 from journeyd.domain.task import Task
 from journeyd.engines.base import Engine, Image, Mask, Progress
 from journeyd.imaging.canvas import Canvas, pan_canvas, zoom_canvas
+from journeyd.imaging.colour import match_colour
 from journeyd.imaging.composite import composite, dilate, feather_for, feather_weights
 
 VARY_STRENGTH = {Op.VARY_SUBTLE: 0.5, Op.VARY_STRONG: 0.85}
@@ -44,7 +45,7 @@ def seeds_for(seed: int) -> list[int]:
 def render(task: Task, inputs: Inputs, engine: Engine, progress: Progress, *, max_output_pixels: int) -> Rendered:
     spec, seeds, op = task.spec, seeds_for(task.seed), task.op
     if op is Op.GENERATE:
-        size = engine.canvas_size(spec.aspect_ratio)
+        size = engine.canvas_size(spec)
         return Rendered(engine.generate(spec, size, seeds, progress, inputs.image_prompts), "grid")
 
     source = _required(inputs.source, "source image")
@@ -64,8 +65,7 @@ def render(task: Task, inputs: Inputs, engine: Engine, progress: Progress, *, ma
         dilate_px, feather_px = feather_for(source.shape[1], source.shape[0])
         grown = dilate(mask, dilate_px)
         candidates = engine.inpaint(source, grown, spec, seeds, "region", progress)
-        weights = feather_weights(grown, feather_px)
-        return Rendered([composite(source, c, weights) for c in candidates], "grid")
+        return Rendered(_blend(source, candidates, grown, feather_px), "grid")
     if op is Op.ZOOM_OUT:
         aspect = task.args.get("aspect")
         canvas = _fit(
@@ -89,8 +89,14 @@ def _outpaint(canvas: Canvas, engine: Engine, task: Task, seeds: list[int], prog
     height, width = canvas.mask.shape
     _, feather_px = feather_for(width, height)
     candidates = engine.inpaint(canvas.image, canvas.mask, task.spec, seeds, "outpaint", progress)
-    weights = feather_weights(canvas.mask, feather_px)
-    return Rendered([composite(canvas.image, c, weights) for c in candidates], "grid")
+    return Rendered(_blend(canvas.image, candidates, canvas.mask, feather_px), "grid")
+
+
+def _blend(parent: Image, candidates: list[Image], mask: Mask, feather_px: int) -> list[Image]:
+    """Colour-match each candidate to the parent around the mask, then composite it through the
+    feather: the new region agrees with its surroundings, and pixels beyond stay the parent's."""
+    weights = feather_weights(mask, feather_px)
+    return [composite(parent, match_colour(c, parent, mask, feather_px), weights) for c in candidates]
 
 
 def _fit(source: Image, max_pixels: int, make_canvas) -> Canvas:  # type: ignore[no-untyped-def]

@@ -167,6 +167,7 @@ def build_runtime(
         banned=BannedWords(settings.banned_word_list()),
         hooks=webhook_http,
         default_hook=Hook(settings.notify_hook, "mj") if settings.notify_hook else None,
+        check_prompt=engine.check,
         rng=rng,
         limits=Limits(
             modal_timeout_ms=int(settings.modal_timeout_s * 1000),

@@ -8,7 +8,7 @@ words are banned, where updates are posted.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -94,6 +94,7 @@ class TaskService:
         banned: BannedWords | None = None,
         hooks: Fetcher | None = None,
         default_hook: Hook | None = None,
+        check_prompt: Callable[[PromptSpec], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.store = store
@@ -107,6 +108,7 @@ class TaskService:
         self.banned = banned or BannedWords()
         self.hooks = hooks or fetcher  # checks webhook URLs under the webhooks' own rules
         self.default_hook = default_hook
+        self.check_prompt = check_prompt or (lambda spec: None)  # the engine refuses what it cannot draw
         self._rng = rng or random.Random()
 
     # --- reading ---------------------------------------------------------------------------------
@@ -161,6 +163,7 @@ class TaskService:
         if not spec.text and not spec.image_urls and not image_urls:
             raise InvalidRequest("prompt is empty: describe the image to imagine")
         self.banned.check(prompt)
+        self.check_prompt(spec)
         client = self._client(client)
         self._check_queue(caller)
         task_id = self.ids.new()
@@ -321,6 +324,7 @@ class TaskService:
         text = modal.prompt if modal.prompt and modal.prompt.strip() else parent.prompt
         self.banned.check(text)
         spec = parse_prompt(text).inherit(parent.spec)
+        self.check_prompt(spec)
         args = dict(args)
         mask_key = None
         if op is Op.VARY_REGION:
@@ -380,6 +384,7 @@ class TaskService:
         if prompt and prompt.strip() and op.makes_grid and not plan.modal:  # Remix
             self.banned.check(prompt)
             text, spec = prompt, parse_prompt(prompt).inherit(parent.spec)
+            self.check_prompt(spec)
         client = self._client(client)
         if not plan.modal or then_modal is not None:
             self._check_queue(caller)

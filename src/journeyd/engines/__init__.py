@@ -5,7 +5,7 @@ from __future__ import annotations
 from journeyd.config import Settings
 from journeyd.engines.base import Engine
 
-ENGINES = ("classic",)
+ENGINES = ("classic", "diffusers")
 
 
 def load_engine(settings: Settings) -> Engine:
@@ -14,4 +14,10 @@ def load_engine(settings: Settings) -> Engine:
         from journeyd.engines.classic import ClassicEngine
 
         return ClassicEngine(base_size=settings.classic_size)
+    if settings.engine == "diffusers":
+        from journeyd.engines.diffusion import DiffusionEngine, load_profiles
+
+        return DiffusionEngine.load(
+            load_profiles(settings.model, settings.models, settings.model_family), device=settings.device
+        )
     raise ValueError(f"unknown engine {settings.engine!r}; choose one of: {', '.join(ENGINES)}")

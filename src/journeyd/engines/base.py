@@ -33,8 +33,13 @@ class Progress(Protocol):
 class Engine(Protocol):
     name: str
 
-    def canvas_size(self, aspect: tuple[int, int]) -> tuple[int, int]:
-        """(width, height) this engine draws a new image at for an aspect ratio like (16, 9)."""
+    def check(self, prompt: PromptSpec) -> None:
+        """Refuse, at submit time, a prompt this engine cannot serve (an unmapped --v, say) with
+        `InvalidRequest`, so the client gets a 4xx instead of a failed task."""
+        ...
+
+    def canvas_size(self, prompt: PromptSpec) -> tuple[int, int]:
+        """(width, height) this engine draws a new image at for the prompt's --ar (and model)."""
         ...
 
     def generate(

@@ -998,7 +998,13 @@ class ClassicEngine:
             raise ValueError(f"base_size must be at least 64, got {base_size}")
         self.base_size = base_size
 
-    def canvas_size(self, aspect: tuple[int, int]) -> tuple[int, int]:
+    def check(self, prompt: PromptSpec) -> None:
+        """Every version and flag can be drawn: there is no model to map them to."""
+
+    def canvas_size(self, prompt: PromptSpec) -> tuple[int, int]:
+        return self.size_for(prompt.aspect_ratio)
+
+    def size_for(self, aspect: tuple[int, int]) -> tuple[int, int]:
         ratio_w, ratio_h = aspect
         if ratio_w <= 0 or ratio_h <= 0:
             raise ValueError(f"aspect sides must be positive, got {aspect}")

@@ -1,0 +1,365 @@
+"""The diffusers engine: Midjourney's actions on open models (Stable Diffusion 1.5, SDXL).
+
+Single-file style, top to bottom: choosing the model for a prompt, turning the prompt into
+conditioning, then one method per action. Every call is batched (4 candidates, one generator per
+seed, so a tile can be reproduced alone), reports progress from the step callback, and stops at the
+next step when the task is cancelled (the callback raises). Compositing back onto the parent is
+not done here: `render` does it once, so pixels beyond the feather never pass through the VAE.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from journeyd.domain.errors import InvalidRequest
+from journeyd.domain.prompt import PromptSpec
+from journeyd.engines.base import Image, InpaintKind, Mask, Progress, UpscaleMode
+from journeyd.engines.diffusion.loading import LoadedModel, load_model, pick_device
+from journeyd.engines.diffusion.profiles import Profile, Versions
+from journeyd.imaging.crop import context_box
+from journeyd.imaging.fill import blur_fill
+
+# Fooocus' SDXL resolutions (its flags.sdxl_aspect_ratios), scaled to each model's native area.
+BUCKETS_1024 = (
+    (704, 1408),
+    (704, 1344),
+    (768, 1344),
+    (768, 1280),
+    (832, 1216),
+    (832, 1152),
+    (896, 1152),
+    (896, 1088),
+    (960, 1088),
+    (960, 1024),
+    (1024, 1024),
+    (1024, 960),
+    (1088, 960),
+    (1088, 896),
+    (1152, 896),
+    (1152, 832),
+    (1216, 832),
+    (1280, 768),
+    (1344, 768),
+    (1344, 704),
+    (1408, 704),
+    (1472, 704),
+    (1536, 640),
+    (1600, 640),
+    (1664, 576),
+    (1728, 576),
+)
+UPSCALE_STRENGTH = {"subtle": 0.25, "creative": 0.45}
+QUALITY_STEPS = {0.25: 0.5, 0.5: 0.75, 1.0: 1.0, 2.0: 1.5, 4.0: 2.0}
+CHAOS_SPREAD = 0.35  # at --chaos 100, each candidate's conditioning moves this many standard deviations
+REGION_FIELD = 0.618  # how much of the picture a region crop shows around the mask, at least (Fooocus)
+
+
+class DiffusionEngine:
+    name = "diffusers"
+
+    def __init__(self, models: Sequence[LoadedModel]) -> None:
+        """An engine over models already loaded (see `load`); the first serves prompts without --v."""
+        if not models:
+            raise ValueError("the diffusers engine needs at least one model profile")
+        self.models = list(models)
+        self.versions = Versions(tuple(model.profile for model in models))
+
+    @classmethod
+    def load(cls, profiles: Sequence[Profile], *, device: str | None = None) -> DiffusionEngine:
+        """Load every profile's model now, on the best device there is (ModelLoadError if one fails)."""
+        where, dtype = pick_device(device)
+        return cls([load_model(profile, where, dtype) for profile in profiles])
+
+    # --- which model ------------------------------------------------------------------------------
+    def check(self, prompt: PromptSpec) -> None:
+        self._model(prompt)
+
+    def _model(self, prompt: PromptSpec) -> LoadedModel:
+        index = self.versions.index_for(prompt.version, prompt.niji)
+        if index is None:
+            label = self.versions.label_of(prompt.version, prompt.niji)
+            flag = f"--niji {prompt.niji}" if prompt.niji is not None else f"--v {prompt.version}"
+            raise InvalidRequest(
+                f"{flag}: no model is configured for version {label}; this server serves "
+                f"{', '.join(self.versions.served())} (or leave the version out)"
+            )
+        return self.models[index]
+
+    # --- sizes ------------------------------------------------------------------------------------
+    def canvas_size(self, prompt: PromptSpec) -> tuple[int, int]:
+        return self._bucket(self._model(prompt), prompt.aspect_ratio[0] / prompt.aspect_ratio[1])
+
+    def _bucket(self, model: LoadedModel, ratio: float) -> tuple[int, int]:
+        """The trained resolution nearest in shape to `ratio`, at the model's native area."""
+        scale, step = model.profile.native / 1024, _multiple(model)
+        width, height = min(BUCKETS_1024, key=lambda wh: abs(math.log(wh[0] / wh[1] / ratio)))
+        return max(step, round(width * scale / step) * step), max(step, round(height * scale / step) * step)
+
+    # --- actions ----------------------------------------------------------------------------------
+    def generate(
+        self,
+        prompt: PromptSpec,
+        size: tuple[int, int],
+        seeds: Sequence[int],
+        progress: Progress,
+        init_images: Sequence[Image] = (),
+    ) -> list[Image]:
+        model = self._model(prompt)
+        width, height = size
+        with model.lock, _circular(model, prompt.tile):
+            if init_images:  # an image prompt: start from it, as strongly as --iw says
+                weight = prompt.image_weight if prompt.image_weight is not None else 1.0
+                strength = min(0.95, max(0.4, 1.0 - 0.25 * weight))
+                start = _cover(init_images[0], width, height)
+                return self._img2img(model, prompt, [start] * len(seeds), strength, seeds, progress)
+            pipe = model.pipeline("txt2img")
+            images = pipe(width=width, height=height, **self._common(model, pipe, prompt, seeds, progress)).images
+        return _to_uint8(images)
+
+    def vary(
+        self, image: Image, prompt: PromptSpec, strength: float, seeds: Sequence[int], progress: Progress
+    ) -> list[Image]:
+        if strength <= 0:
+            return [image.copy() for _ in seeds]
+        model = self._model(prompt)
+        with model.lock:
+            return self._img2img(model, prompt, [image] * len(seeds), strength, seeds, progress)
+
+    def upscale(self, image: Image, prompt: PromptSpec, mode: UpscaleMode, seed: int, progress: Progress) -> Image:
+        """Twice the size: Lanczos, then img2img over overlapping native-size tiles, blended."""
+        model = self._model(prompt)
+        height, width = image.shape[:2]
+        big = cv2.resize(image, (2 * width, 2 * height), interpolation=cv2.INTER_LANCZOS4)
+        tile = model.profile.native
+        boxes = _tiles(2 * width, 2 * height, tile, tile // 8)
+        total = np.zeros(big.shape, np.float32)
+        weight = np.zeros(big.shape[:2], np.float32)
+        with model.lock:
+            for i, (x0, y0, x1, y1) in enumerate(boxes):
+                done = self._img2img(
+                    model,
+                    prompt,
+                    [big[y0:y1, x0:x1]],
+                    UPSCALE_STRENGTH[mode],
+                    [seed + i],
+                    _share(progress, i, len(boxes)),
+                )[0]
+                ramp = _ramp(x1 - x0, y1 - y0, tile // 8, (x0 > 0, y0 > 0, x1 < 2 * width, y1 < 2 * height))
+                total[y0:y1, x0:x1] += done.astype(np.float32) * ramp[..., None]
+                weight[y0:y1, x0:x1] += ramp
+        return np.clip(np.rint(total / np.maximum(weight, 1e-6)[..., None]), 0, 255).astype(np.uint8)
+
+    def inpaint(
+        self, image: Image, mask: Mask, prompt: PromptSpec, seeds: Sequence[int], kind: InpaintKind, progress: Progress
+    ) -> list[Image]:
+        """Region: a crop around the mask with context, at the model's resolution. Outpaint: the
+        whole canvas as context. The hole is pre-filled; candidates come back pasted into the image."""
+        model = self._model(prompt)
+        height, width = image.shape[:2]
+        x0, y0, x1, y1 = context_box(mask, field=REGION_FIELD) if kind == "region" else (0, 0, width, height)
+        crop, crop_mask = image[y0:y1, x0:x1], mask[y0:y1, x0:x1]
+        work = self._bucket(model, (x1 - x0) / (y1 - y0))
+        crop_w = cv2.resize(crop, work, interpolation=cv2.INTER_AREA)
+        mask_w = cv2.resize(crop_mask.astype(np.uint8) * 255, work, interpolation=cv2.INTER_LINEAR) >= 128
+        filled = blur_fill(crop_w, mask_w)
+        with model.lock:
+            pipe = model.pipeline("inpaint")
+            images = pipe(
+                image=[_pil(filled)] * len(seeds),
+                mask_image=[_pil(mask_w.astype(np.uint8) * 255)] * len(seeds),
+                width=work[0],
+                height=work[1],
+                strength=1.0,
+                **self._common(model, pipe, prompt, seeds, progress),
+            ).images
+        candidates = []
+        for generated in _to_uint8(images):
+            full = image.copy()
+            full[y0:y1, x0:x1] = _resize(generated, (x1 - x0, y1 - y0))
+            candidates.append(full)
+        return candidates
+
+    # --- shared plumbing --------------------------------------------------------------------------
+    def _img2img(
+        self,
+        model: LoadedModel,
+        prompt: PromptSpec,
+        images: Sequence[Image],
+        strength: float,
+        seeds: Sequence[int],
+        progress: Progress,
+    ) -> list[Image]:
+        """img2img that runs the profile's full step count whatever the strength (as Fooocus does):
+        diffusers runs int(steps * strength) of `num_inference_steps`, so ask for steps / strength.
+        Images of any size are worked at the nearest size the model takes and resized back."""
+        height, width = images[0].shape[:2]
+        work = _snap(width, height, _multiple(model))
+        pipe = model.pipeline("img2img")
+        common = self._common(model, pipe, prompt, seeds, progress)
+        common["num_inference_steps"] = math.ceil(common["num_inference_steps"] / strength)
+        starts = [_pil(_resize(i, work, cv2.INTER_AREA)) for i in images]
+        out = pipe(image=starts, strength=strength, width=work[0], height=work[1], **common).images
+        return [_resize(i, (width, height)) for i in _to_uint8(out)]
+
+    def _common(
+        self, model: LoadedModel, pipe: Any, prompt: PromptSpec, seeds: Sequence[int], progress: Progress
+    ) -> dict[str, Any]:
+        """Conditioning, guidance, steps, generators and the progress callback for one batch."""
+        profile = model.profile
+        steps = max(1, round(profile.steps * QUALITY_STEPS.get(prompt.quality or 1.0, 1.0)))
+        stylize = prompt.stylize if prompt.stylize is not None else 100
+        guidance = profile.guidance * (100 / max(stylize, 10)) ** 0.15 if profile.guidance > 1 else profile.guidance
+        generators = [torch.Generator("cpu").manual_seed(int(seed)) for seed in seeds]
+
+        def on_step(pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            progress(step + 1, max(getattr(pipeline, "num_timesteps", steps), step + 1))
+            return tensors
+
+        return {
+            **_conditioning(pipe, profile.family, prompt, len(seeds), guidance > 1, seeds),
+            "num_inference_steps": steps,
+            "guidance_scale": guidance,
+            "generator": generators,
+            "output_type": "np",
+            "callback_on_step_end": on_step,
+        }
+
+
+@torch.no_grad()
+def _conditioning(
+    pipe: Any, family: str, prompt: PromptSpec, count: int, guided: bool, seeds: Sequence[int]
+) -> dict[str, Any]:
+    """Prompt embeddings for `count` candidates. --chaos moves each candidate's conditioning a
+    seeded random step apart, so the grid spreads out; --no and negative weights are the
+    negative prompt."""
+    text = ", ".join(part.text for part in prompt.parts if part.weight > 0) or prompt.text
+    negative = prompt.negative or None
+    device = pipe._execution_device
+    if family == "sdxl":
+        embeds, negative_embeds, pooled, negative_pooled = pipe.encode_prompt(
+            text,
+            device=device,
+            num_images_per_prompt=count,
+            do_classifier_free_guidance=guided,
+            negative_prompt=negative,
+        )
+        pooled = _spread(pooled, prompt.chaos, seeds)
+        out = {"pooled_prompt_embeds": pooled, "negative_pooled_prompt_embeds": negative_pooled}
+    else:
+        embeds, negative_embeds = pipe.encode_prompt(text, device, count, guided, negative)
+        out = {}
+    out["prompt_embeds"] = _spread(embeds, prompt.chaos, seeds)
+    if guided:
+        out["negative_prompt_embeds"] = negative_embeds
+    return out
+
+
+def _spread(embeds: torch.Tensor, chaos: int | None, seeds: Sequence[int]) -> torch.Tensor:
+    if not chaos:
+        return embeds
+    scale = CHAOS_SPREAD * chaos / 100 * float(embeds.float().std())
+    noise = torch.stack(
+        [
+            torch.randn(embeds.shape[1:], generator=torch.Generator("cpu").manual_seed(int(seed) ^ 0xC4A05))
+            for seed in seeds
+        ]
+    )
+    return embeds + (scale * noise).to(embeds.device, embeds.dtype)
+
+
+@contextmanager
+def _circular(model: LoadedModel, tile: bool) -> Iterator[None]:
+    """--tile: seamless textures by padding every convolution circularly for this call."""
+    if not tile:
+        yield
+        return
+    modules = [model.txt2img.unet, model.txt2img.vae]
+    convs = [m for module in modules for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
+    saved = [conv.padding_mode for conv in convs]
+    for conv in convs:
+        conv.padding_mode = "circular"
+    try:
+        yield
+    finally:
+        for conv, mode in zip(convs, saved, strict=True):
+            conv.padding_mode = mode
+
+
+def _multiple(model: LoadedModel) -> int:
+    """Pixel sizes must divide into the latent grid and the UNet's down-samplings."""
+    pipe = model.txt2img
+    return max(8, int(pipe.vae_scale_factor * 2 ** (len(pipe.unet.config.block_out_channels) - 1)))
+
+
+def _snap(width: int, height: int, step: int) -> tuple[int, int]:
+    return max(step, round(width / step) * step), max(step, round(height / step) * step)
+
+
+def _share(progress: Progress, index: int, count: int) -> Progress:
+    """Progress of one part of `count` parts, reported as progress of the whole."""
+
+    def report(done: int, total: int) -> None:
+        progress(index * total + done, count * total)
+
+    return report
+
+
+def _tiles(width: int, height: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    def starts(length: int) -> list[int]:
+        if length <= tile:
+            return [0]
+        count = math.ceil((length - overlap) / (tile - overlap))
+        return [round(i * (length - tile) / (count - 1)) for i in range(count)]
+
+    size_w, size_h = min(tile, width), min(tile, height)
+    return [(x, y, min(x + size_w, width), min(y + size_h, height)) for y in starts(height) for x in starts(width)]
+
+
+def _ramp(width: int, height: int, overlap: int, inner: tuple[bool, bool, bool, bool]) -> np.ndarray:
+    """Blend weights for a tile: 1 in the middle, rising over `overlap` on sides that meet a neighbour."""
+    left, top, right, bottom = inner
+    xs = np.ones(width, np.float32)
+    ys = np.ones(height, np.float32)
+    ramp = (np.arange(overlap, dtype=np.float32) + 1) / (overlap + 1)
+    if overlap and left:
+        xs[:overlap] = np.minimum(xs[:overlap], ramp)
+    if overlap and right:
+        xs[-overlap:] = np.minimum(xs[-overlap:], ramp[::-1])
+    if overlap and top:
+        ys[:overlap] = np.minimum(ys[:overlap], ramp)
+    if overlap and bottom:
+        ys[-overlap:] = np.minimum(ys[-overlap:], ramp[::-1])
+    return ys[:, None] * xs[None, :]
+
+
+def _cover(image: Image, width: int, height: int) -> Image:
+    h, w = image.shape[:2]
+    scale = max(width / w, height / h)
+    resized = cv2.resize(
+        image, (max(width, round(w * scale)), max(height, round(h * scale))), interpolation=cv2.INTER_AREA
+    )
+    y, x = (resized.shape[0] - height) // 2, (resized.shape[1] - width) // 2
+    return resized[y : y + height, x : x + width]
+
+
+def _resize(image: Image, size: tuple[int, int], interpolation: int = cv2.INTER_LANCZOS4) -> Image:
+    if (image.shape[1], image.shape[0]) == size:
+        return image
+    return cv2.resize(image, size, interpolation=interpolation)
+
+
+def _pil(image: np.ndarray) -> Any:
+    from PIL import Image as PILImage
+
+    return PILImage.fromarray(image)
+
+
+def _to_uint8(images: np.ndarray) -> list[Image]:
+    return [np.clip(np.rint(image * 255), 0, 255).astype(np.uint8) for image in images]

@@ -1,0 +1,147 @@
+"""Loading a profile's model once, and the pipelines that share its weights.
+
+A model comes from a hub id (through the local cache, honouring HF_HUB_OFFLINE), a diffusers
+folder, or one `.safetensors` checkpoint. txt2img, img2img and inpaint are built with `from_pipe`,
+so they share one set of weights; a dedicated inpainting checkpoint, if configured, is the only
+second model. Everything is loaded at start-up: a missing or broken model stops the server with a
+message naming it, instead of failing the first task.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from journeyd.engines.diffusion.profiles import Profile
+
+
+class ModelLoadError(RuntimeError):
+    """A model that could not be loaded: the message names it and says what was wrong."""
+
+
+def pick_device(requested: str | None = None) -> tuple[torch.device, torch.dtype]:
+    """cuda, then mps, then cpu; half precision on a GPU (bf16 where supported), fp32 on a CPU."""
+    if requested:
+        device = torch.device(requested)
+    elif torch.cuda.is_available():
+        device = torch.device("cuda")
+    elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        device = torch.device("mps")
+    else:
+        device = torch.device("cpu")
+    if device.type == "cuda":
+        return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        return device, torch.float16
+    return device, torch.float32
+
+
+def _pipeline_classes(family: str) -> tuple[Any, Any, Any]:
+    import diffusers
+
+    if family == "sdxl":
+        return (
+            diffusers.StableDiffusionXLPipeline,
+            diffusers.StableDiffusionXLImg2ImgPipeline,
+            diffusers.StableDiffusionXLInpaintPipeline,
+        )
+    return (
+        diffusers.StableDiffusionPipeline,
+        diffusers.StableDiffusionImg2ImgPipeline,
+        diffusers.StableDiffusionInpaintPipeline,
+    )
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def _load(cls: Any, source: str, dtype: torch.dtype, config: str | None = None) -> Any:
+    path = Path(source).expanduser()
+    try:
+        if path.is_file():
+            if path.suffix not in (".safetensors", ".ckpt"):
+                raise ModelLoadError(f"{source}: a single-file model must be a .safetensors (or .ckpt) checkpoint")
+            extra = {"config": config} if config else {}
+            return cls.from_single_file(str(path), dtype=dtype, local_files_only=_offline(), **extra)
+        if path.exists() or source.startswith((".", "/", "~")):
+            if not (path / "model_index.json").is_file():
+                raise ModelLoadError(
+                    f"{source}: not a diffusers folder (no model_index.json) and not a .safetensors file"
+                )
+            return cls.from_pretrained(str(path), dtype=dtype, local_files_only=True)
+        return cls.from_pretrained(source, dtype=dtype, local_files_only=_offline())
+    except ModelLoadError:
+        raise
+    except Exception as error:  # diffusers raises many kinds; all mean "this model is not usable"
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelLoadError(f"could not load model {source!r}: {type(error).__name__}: {reason}") from error
+
+
+def make_scheduler(kind: str, base: Any) -> Any:
+    """A fresh scheduler for one request (schedulers keep per-run state and are not thread-safe)."""
+    import diffusers
+
+    config = base.config
+    if kind == "default":
+        return type(base).from_config(config)
+    if kind == "euler":
+        return diffusers.EulerDiscreteScheduler.from_config(config)
+    if kind == "euler_a":
+        return diffusers.EulerAncestralDiscreteScheduler.from_config(config)
+    if kind == "euler_trailing":  # SDXL-Lightning / Turbo
+        return diffusers.EulerDiscreteScheduler.from_config(config, timestep_spacing="trailing")
+    if kind == "ddim":
+        return diffusers.DDIMScheduler.from_config(config)
+    if kind == "dpmpp_2m":
+        return diffusers.DPMSolverMultistepScheduler.from_config(config)
+    if kind == "dpmpp_2m_karras":
+        return diffusers.DPMSolverMultistepScheduler.from_config(config, use_karras_sigmas=True)
+    if kind == "lcm":
+        return diffusers.LCMScheduler.from_config(config)
+    raise ValueError(kind)
+
+
+@dataclass
+class LoadedModel:
+    """One profile's pipelines. Calls are serialised by `lock`: they share modules, and --tile
+    switches the convolutions of those shared modules to circular padding for one call."""
+
+    profile: Profile
+    txt2img: Any
+    img2img: Any
+    inpaint: Any
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def pipeline(self, kind: str) -> Any:
+        """A pipeline for one request: shared weights, its own scheduler."""
+        base = {"txt2img": self.txt2img, "img2img": self.img2img, "inpaint": self.inpaint}[kind]
+        return type(base).from_pipe(base, scheduler=make_scheduler(self.profile.scheduler, base.scheduler))
+
+
+def load_model(profile: Profile, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+    text2img_cls, _, inpaint_cls = _pipeline_classes(profile.family)
+    txt2img = _load(text2img_cls, profile.model, dtype, profile.config)
+    if profile.lora:
+        try:
+            txt2img.load_lora_weights(profile.lora, local_files_only=_offline())
+            txt2img.fuse_lora()
+        except Exception as error:
+            raise ModelLoadError(f"could not load LoRA {profile.lora!r} for {profile.model!r}: {error}") from error
+    inpaint = _load(inpaint_cls, profile.inpaint_model, dtype) if profile.inpaint_model else None
+    return share_weights(profile, txt2img.to(device), inpaint.to(device) if inpaint is not None else None)
+
+
+def share_weights(profile: Profile, txt2img: Any, inpaint: Any | None = None) -> LoadedModel:
+    """The three pipelines over one model's weights (and a dedicated inpainting model, if given);
+    without one, the base model inpaints by blending latents at every step."""
+    _, img2img_cls, inpaint_cls = _pipeline_classes(profile.family)
+    for pipe in (txt2img, inpaint):
+        if pipe is not None:
+            pipe.set_progress_bar_config(disable=True)
+    return LoadedModel(profile, txt2img, img2img_cls.from_pipe(txt2img), inpaint or inpaint_cls.from_pipe(txt2img))

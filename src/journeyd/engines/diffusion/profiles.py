@@ -1,0 +1,160 @@
+"""Model profiles: which open model draws which Midjourney version.
+
+The operator names one model (`JOURNEYD_MODEL`, every version maps to it) or several in a TOML file
+(`JOURNEYD_MODELS`):
+
+    [[profile]]
+    name = "sdxl"
+    model = "stabilityai/stable-diffusion-xl-base-1.0"   # hub id, diffusers folder or .safetensors file
+    inpaint_model = "diffusers/stable-diffusion-xl-1.0-inpainting-0.1"   # optional
+    config = "/models/sdxl-base"   # optional: configs for a single-file model (else its hub config, cached)
+    versions = ["7", "6.1", "6"]      # --v labels it serves; "*" = any; the first profile is the default
+    steps = 30
+    guidance = 7.0
+
+    [[profile]]
+    name = "lightning"
+    model = "/models/sdxl-lightning-4step.safetensors"
+    family = "sdxl"
+    versions = ["niji6"]
+    steps = 4
+    guidance = 0.0
+    scheduler = "euler_trailing"
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FAMILIES = ("sd15", "sdxl")
+DEFAULT_SIZE = {"sd15": 512, "sdxl": 1024}
+SCHEDULERS = ("default", "euler", "euler_a", "euler_trailing", "ddim", "dpmpp_2m", "dpmpp_2m_karras", "lcm")
+_PIPELINE_FAMILIES = {
+    "StableDiffusionPipeline": "sd15",
+    "StableDiffusionInpaintPipeline": "sd15",
+    "StableDiffusionImg2ImgPipeline": "sd15",
+    "StableDiffusionXLPipeline": "sdxl",
+    "StableDiffusionXLInpaintPipeline": "sdxl",
+    "StableDiffusionXLImg2ImgPipeline": "sdxl",
+}
+
+
+class ProfileError(ValueError):
+    """A model configuration that cannot work; raised at start-up, naming the model."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    model: str
+    family: str
+    inpaint_model: str | None = None
+    versions: tuple[str, ...] = ("*",)
+    steps: int = 30
+    guidance: float = 7.0
+    size: int = 0  # side of a square image at the model's native area; 0 = the family's
+    scheduler: str = "default"
+    lora: str | None = None
+    config: str | None = None  # for a single-file model: a diffusers folder or hub id with its configs
+
+    @property
+    def native(self) -> int:
+        return self.size or DEFAULT_SIZE[self.family]
+
+    def serves(self, version: str) -> bool:
+        return "*" in self.versions or version in self.versions
+
+
+def detect_family(source: str) -> str | None:
+    """sd15 or sdxl from a diffusers folder's model_index.json or a checkpoint's keys; None if unsure."""
+    path = Path(source)
+    if path.is_dir() and (path / "model_index.json").is_file():
+        index = json.loads((path / "model_index.json").read_text())
+        return _PIPELINE_FAMILIES.get(index.get("_class_name", ""))
+    if path.is_file() and path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as checkpoint:
+            keys = list(checkpoint.keys())
+        if any(key.startswith("conditioner.embedders.1") for key in keys):
+            return "sdxl"
+        if any(key.startswith("cond_stage_model.") for key in keys):
+            return "sd15"
+        return None
+    return "sdxl" if "xl" in source.lower() else ("sd15" if "stable-diffusion" in source.lower() else None)
+
+
+def profile_from(values: dict[str, Any]) -> Profile:
+    """A profile from a TOML table (or keyword arguments), checked."""
+    try:
+        model = str(values["model"])
+    except KeyError:
+        raise ProfileError(f"profile {values.get('name', '?')!r} has no model") from None
+    family = values.get("family") or detect_family(model)
+    if family not in FAMILIES:
+        raise ProfileError(
+            f"cannot tell which family {model!r} is; set family to one of {', '.join(FAMILIES)}"
+            if family is None
+            else f"model {model!r}: family {family!r} is not one of {', '.join(FAMILIES)}"
+        )
+    scheduler = values.get("scheduler", "default")
+    if scheduler not in SCHEDULERS:
+        raise ProfileError(f"model {model!r}: scheduler {scheduler!r} is not one of {', '.join(SCHEDULERS)}")
+    versions = values.get("versions", ["*"])
+    return Profile(
+        name=str(values.get("name", Path(model).stem or model)),
+        model=model,
+        family=family,
+        inpaint_model=values.get("inpaint_model"),
+        versions=tuple(str(v) for v in ([versions] if isinstance(versions, str) else versions)),
+        steps=int(values.get("steps", 30)),
+        guidance=float(values.get("guidance", 7.0)),
+        size=int(values.get("size", 0)),
+        scheduler=scheduler,
+        lora=values.get("lora"),
+        config=values.get("config"),
+    )
+
+
+def load_profiles(
+    model: str | None = None,
+    models_file: str | None = None,
+    family: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> list[Profile]:
+    """Profiles from settings: one model for every version, or the [[profile]] tables of a file."""
+    if models_file:
+        tables = tomllib.loads(Path(models_file).read_text()).get("profile", [])
+        if not tables:
+            raise ProfileError(f"{models_file} has no [[profile]] tables")
+        return [profile_from(table) for table in tables]
+    if not model:
+        raise ProfileError("the diffusers engine needs a model: set JOURNEYD_MODEL or JOURNEYD_MODELS")
+    return [profile_from({"model": model, "family": family, **(extra or {})})]
+
+
+@dataclass(frozen=True)
+class Versions:
+    """--v / --niji labels to profiles; a prompt with neither gets the first profile."""
+
+    profiles: Sequence[Profile] = field(default_factory=tuple)
+
+    def label_of(self, version: str | None, niji: str | None) -> str | None:
+        return f"niji{niji}" if niji is not None else version
+
+    def index_for(self, version: str | None, niji: str | None) -> int | None:
+        label = self.label_of(version, niji)
+        if label is None:
+            return 0
+        for i, profile in enumerate(self.profiles):
+            if profile.serves(label):
+                return i
+        return None
+
+    def served(self) -> list[str]:
+        return sorted({v for p in self.profiles for v in p.versions})

@@ -1,0 +1,221 @@
+"""The diffusers engine on tiny random SD 1.5 and SDXL models that the tests build and save.
+
+Everything runs on the CPU with HF_HUB_OFFLINE=1: the models are loaded through the engine's real
+loading code, from a diffusers folder and from a single .safetensors checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from journeyd.domain.errors import InvalidRequest, TaskCancelled
+from journeyd.domain.prompt import parse_prompt
+from journeyd.engines.diffusion import DiffusionEngine, ModelLoadError, ProfileError, load_profiles
+from journeyd.engines.diffusion.profiles import detect_family
+from journeyd.runtime import build_runtime
+from tests.conftest import LOOPBACK, Flow, TestClient, box_mask, create_app, make_settings, png_data_url
+from tests.test_seed_flow import _beyond_feather
+from tests.tiny_models import export_single_file, tiny_sd15, tiny_sdxl
+
+FAST = {"size": 64, "steps": 3}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def offline() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        yield
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    sd15 = tiny_sd15(root / "sd15")
+    return {
+        "sd15": sd15,
+        "sdxl": tiny_sdxl(root / "sdxl"),
+        "sd15_file": export_single_file(sd15, root / "sd15.safetensors"),
+    }
+
+
+@pytest.fixture(scope="module")
+def sd15(models: dict[str, Path]) -> DiffusionEngine:
+    return DiffusionEngine.load(load_profiles(str(models["sd15"]), extra=FAST))
+
+
+@pytest.fixture(scope="module")
+def sdxl(models: dict[str, Path]) -> DiffusionEngine:
+    return DiffusionEngine.load(load_profiles(str(models["sdxl"]), extra=FAST))
+
+
+def _quiet(done: int, total: int) -> None:
+    pass
+
+
+# --- loading ------------------------------------------------------------------------------------------
+def test_families_are_told_from_folders_and_checkpoints(models: dict[str, Path]) -> None:
+    assert detect_family(str(models["sd15"])) == "sd15"
+    assert detect_family(str(models["sdxl"])) == "sdxl"
+    assert detect_family(str(models["sd15_file"])) == "sd15"
+
+
+def test_a_single_file_loads_the_same_weights_as_the_folder(models: dict[str, Path], sd15: DiffusionEngine) -> None:
+    engine = DiffusionEngine.load(
+        load_profiles(str(models["sd15_file"]), extra={**FAST, "config": str(models["sd15"])})
+    )
+    prompt = parse_prompt("a lighthouse")
+    ours = engine.generate(prompt, (64, 64), [7], _quiet)[0]
+    theirs = sd15.generate(prompt, (64, 64), [7], _quiet)[0]
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_missing_and_broken_models_fail_at_start_up_naming_them(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="/no/such/model"):
+        DiffusionEngine.load(load_profiles("/no/such/model", family="sd15"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelLoadError, match=r"no model_index\.json"):
+        DiffusionEngine.load(load_profiles(str(empty), family="sd15"))
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a checkpoint at all")
+    with pytest.raises((ModelLoadError, ProfileError), match=r"broken\.safetensors"):
+        DiffusionEngine.load(load_profiles(str(broken), family="sd15"))
+    with pytest.raises(ModelLoadError, match="not/a/real-hub-model"):  # offline: only the cache is looked at
+        DiffusionEngine.load(load_profiles("not/a/real-hub-model", family="sdxl"))
+    with pytest.raises(ProfileError, match="cannot tell which family"):
+        load_profiles("someone/some-model")
+    with pytest.raises(ProfileError, match="needs a model"):
+        load_profiles(None)
+
+
+# --- actions ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", ["sd15", "sdxl"])
+def test_imagine_makes_four_distinct_images_at_the_bucket_size(family: str, request: pytest.FixtureRequest) -> None:
+    engine: DiffusionEngine = request.getfixturevalue(family)
+    prompt = parse_prompt("a red barn --ar 16:9 --no fog")
+    width, height = engine.canvas_size(prompt)
+    assert width > height and width % 8 == 0 and height % 8 == 0
+    images = engine.generate(prompt, (width, height), [1, 2, 3, 4], _quiet)
+    assert [i.shape for i in images] == [(height, width, 3)] * 4
+    assert len({i.tobytes() for i in images}) == 4
+
+
+def test_seeds_reproduce_tile_by_tile(sd15: DiffusionEngine) -> None:
+    prompt = parse_prompt("a paper boat")
+    grid = sd15.generate(prompt, (64, 64), [40, 41, 42, 43], _quiet)
+    alone = sd15.generate(prompt, (64, 64), [42], _quiet)[0]
+    assert np.abs(alone.astype(int) - grid[2]).max() <= 2  # batched and single maths differ in rounding only
+    assert np.abs(alone.astype(int) - grid[1]).mean() > 5
+
+
+def test_progress_is_monotonic_and_a_cancel_stops_at_the_next_step(sd15: DiffusionEngine) -> None:
+    seen: list[tuple[int, int]] = []
+    sd15.generate(parse_prompt("x"), (64, 64), [1, 2, 3, 4], lambda done, total: seen.append((done, total)))
+    fractions = [done / total for done, total in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(seen) >= 3
+
+    calls: list[int] = []
+
+    def cancel_after_first(done: int, total: int) -> None:
+        calls.append(done)
+        if done >= 1:
+            raise TaskCancelled("stop")
+
+    with pytest.raises(TaskCancelled):
+        sd15.generate(parse_prompt("x"), (64, 64), [1, 2, 3, 4], cancel_after_first)
+    assert calls == [1]
+
+
+def test_vary_upscale_and_tile(sd15: DiffusionEngine) -> None:
+    prompt = parse_prompt("a castle")
+    image = sd15.generate(prompt, (64, 64), [5], _quiet)[0]
+    subtle = sd15.vary(image, prompt, 0.5, [1, 2, 3, 4], _quiet)
+    strong = sd15.vary(image, prompt, 0.85, [1, 2, 3, 4], _quiet)
+    assert subtle[0].shape == image.shape and len({s.tobytes() for s in subtle}) == 4
+    change = [np.mean([np.abs(v.astype(int) - image).mean() for v in vs]) for vs in (subtle, strong)]
+    assert 0 < change[0] < change[1]
+    big = sd15.upscale(image, prompt, "subtle", 3, _quiet)
+    assert big.shape == (128, 128, 3)
+    tiled = sd15.generate(parse_prompt("a castle --tile"), (64, 64), [5], _quiet)[0]
+    assert not np.array_equal(tiled, image)
+    convs = [m for m in sd15.models[0].txt2img.unet.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert {c.padding_mode for c in convs} == {"zeros"}  # --tile left the shared model as it was
+
+
+def test_region_candidates_come_back_full_size_and_differ_inside(sdxl: DiffusionEngine) -> None:
+    prompt = parse_prompt("a blue door")
+    image = sdxl.generate(prompt, (64, 64), [3], _quiet)[0]
+    mask = np.zeros((64, 64), bool)
+    mask[8:24, 30:50] = True
+    candidates = sdxl.inpaint(image, mask, prompt, [1, 2, 3, 4], "region", _quiet)
+    assert [c.shape for c in candidates] == [image.shape] * 4
+    assert len({c[mask].tobytes() for c in candidates}) == 4
+
+
+def test_unmapped_versions_are_refused_before_anything_runs(models: dict[str, Path], tmp_path: Path) -> None:
+    config = tmp_path / "models.toml"
+    config.write_text(
+        f'[[profile]]\nname = "xl"\nmodel = "{models["sdxl"]}"\nversions = ["7", "6.1"]\nsize = 64\nsteps = 2\n\n'
+        f'[[profile]]\nname = "anime"\nmodel = "{models["sd15"]}"\nversions = ["niji6"]\nsize = 64\nsteps = 2\n'
+    )
+    engine = DiffusionEngine.load(load_profiles(models_file=str(config)))
+    assert engine._model(parse_prompt("x")).profile.name == "xl"
+    assert engine._model(parse_prompt("x --niji 6")).profile.name == "anime"
+    assert engine._model(parse_prompt("x --v 6.1")).profile.name == "xl"
+    with pytest.raises(InvalidRequest, match=r"--v 5\.2: no model is configured"):
+        engine.check(parse_prompt("x --v 5.2"))
+
+
+# --- the whole flow over HTTP ------------------------------------------------------------------------------
+def test_region_zoom_and_pan_chained_keep_unmasked_pixels(tmp_path: Path, clock, sdxl: DiffusionEngine) -> None:  # type: ignore[no-untyped-def]
+    runtime = build_runtime(make_settings(tmp_path), clock=clock, seed=3, engine=sdxl)
+    with TestClient(create_app(runtime, manage_runtime=False), client=LOOPBACK) as client:
+        flow = Flow(client, runtime)
+        grid = flow.imagine("a harbour at dawn --ar 1:1")
+        assert grid["properties"]["engine"] == "diffusers"
+        upscaled = flow.upscale(grid["id"], 2)
+        parent = flow.image(upscaled["image_urls"][0])
+        height, width = parent.shape[:2]
+
+        mask = box_mask(width, height, (width // 2, 0, width, height // 2))
+        modal_id = flow.submit("/v1/midjourney/generations/inpaint", {"task_id": upscaled["id"]})
+        flow.submit(
+            "/v1/midjourney/generations/modal",
+            {"task_id": modal_id, "prompt": "a red sail", "mask_url": png_data_url(mask)},
+        )
+        region = flow.done(modal_id)
+        far = _beyond_feather(mask)
+        for url in region["image_urls"]:
+            np.testing.assert_array_equal(flow.image(url)[far], parent[far])
+
+        chosen = flow.upscale(modal_id, 1)
+        region_image = flow.image(chosen["image_urls"][0])
+        zoom = flow.done(flow.submit("/v1/midjourney/generations/zoom", {"task_id": chosen["id"]}))
+        zoomed = flow.image(zoom["image_urls"][0])
+        y, x = (zoomed.shape[0] - height) // 2, (zoomed.shape[1] - width) // 2
+        m = 3 + zoomed.shape[0] // 32  # the feather at the zoomed size, and a little more
+        np.testing.assert_array_equal(zoomed[y + m : y + height - m, x + m : x + width - m], region_image[m:-m, m:-m])
+
+        chosen = flow.upscale(zoom["id"], 3)
+        zoomed_choice = flow.image(chosen["image_urls"][0])
+        pan = flow.done(flow.submit("/v1/midjourney/generations/pan", {"task_id": chosen["id"], "direction": "right"}))
+        panned = flow.image(pan["image_urls"][0])
+        keep = zoomed_choice.shape[1] - (3 + panned.shape[0] // 32)
+        np.testing.assert_array_equal(panned[:, :keep], zoomed_choice[:, :keep])
+        # and through it all, the first parent's far corner is still the original pixel
+        np.testing.assert_array_equal(panned[y + m, x + m], parent[m, m])
+
+
+def test_an_unmapped_version_is_a_400_over_http(tmp_path: Path, clock, models: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
+    engine = DiffusionEngine.load(load_profiles(str(models["sd15"]), extra={**FAST, "versions": ["6"]}))
+    runtime = build_runtime(make_settings(tmp_path), clock=clock, seed=3, engine=engine)
+    with TestClient(create_app(runtime, manage_runtime=False), client=LOOPBACK) as client:
+        answer = client.post("/v1/midjourney/generations", json={"prompt": "x --v 7"})
+        assert answer.status_code == 400 and "no model is configured for version 7" in answer.json()["error"]["message"]
+        assert client.post("/v1/midjourney/generations", json={"prompt": "x --v 6"}).status_code == 200
+        assert client.post("/mj/submit/imagine", json={"prompt": "x --niji 5"}).json()["code"] == 4
