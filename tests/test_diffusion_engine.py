@@ -15,7 +15,7 @@ import torch
 
 from journeyd.domain.errors import InvalidRequest, TaskCancelled
 from journeyd.domain.prompt import parse_prompt
-from journeyd.engines.diffusion import DiffusionEngine, ModelLoadError, ProfileError, load_profiles
+from journeyd.engines.diffusion import DiffusionEngine, ModelLoadError, ProfileError, load_model, load_profiles
 from journeyd.engines.diffusion.profiles import detect_family
 from journeyd.runtime import build_runtime
 from tests.conftest import LOOPBACK, Flow, TestClient, box_mask, create_app, make_settings, png_data_url
@@ -219,3 +219,22 @@ def test_an_unmapped_version_is_a_400_over_http(tmp_path: Path, clock, models: d
         assert answer.status_code == 400 and "no model is configured for version 7" in answer.json()["error"]["message"]
         assert client.post("/v1/midjourney/generations", json={"prompt": "x --v 6"}).status_code == 200
         assert client.post("/mj/submit/imagine", json={"prompt": "x --niji 5"}).json()["code"] == 4
+
+
+def test_each_request_gets_its_own_scheduler_of_the_configured_kind(models: dict[str, Path]) -> None:
+    engine = DiffusionEngine.load(load_profiles(str(models["sdxl"]), extra={**FAST, "scheduler": "euler_trailing"}))
+    model = engine.models[0]
+    first, second = model.pipeline("txt2img"), model.pipeline("inpaint")
+    assert first.scheduler is not second.scheduler and first.unet is second.unet  # shared weights, own state
+    assert type(first.scheduler).__name__ == "EulerDiscreteScheduler"
+    assert first.scheduler.config.timestep_spacing == "trailing"
+    with pytest.raises(ProfileError, match="scheduler 'warp' is not one of"):
+        load_profiles(str(models["sdxl"]), extra={"scheduler": "warp"})
+
+
+def test_a_half_precision_model_stays_half_precision(models: dict[str, Path]) -> None:
+    """diffusers' from_pipe casts shared modules to fp32 unless told otherwise: that would make a
+    GPU model four times slower for everyone using it."""
+    model = load_model(load_profiles(str(models["sdxl"]), extra=FAST)[0], torch.device("cpu"), torch.bfloat16)
+    for pipe in (model.txt2img, model.img2img, model.inpaint, model.pipeline("inpaint"), model.pipeline("txt2img")):
+        assert pipe.unet.dtype == pipe.vae.dtype == pipe.text_encoder.dtype == torch.bfloat16

@@ -121,7 +121,16 @@ class LoadedModel:
     def pipeline(self, kind: str) -> Any:
         """A pipeline for one request: shared weights, its own scheduler."""
         base = {"txt2img": self.txt2img, "img2img": self.img2img, "inpaint": self.inpaint}[kind]
-        return type(base).from_pipe(base, scheduler=make_scheduler(self.profile.scheduler, base.scheduler))
+        return _derive(type(base), base, scheduler=make_scheduler(self.profile.scheduler, base.scheduler))
+
+
+def _derive(cls: Any, base: Any, **components: Any) -> Any:
+    """`cls.from_pipe(base)` without its surprises: diffusers casts the shared modules to float32
+    in place unless told the dtype (which would turn a bf16 model into fp32 for everyone), and the
+    new pipeline shows progress bars again."""
+    pipe = cls.from_pipe(base, dtype=base.dtype, **components)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def load_model(profile: Profile, device: torch.device, dtype: torch.dtype) -> LoadedModel:
@@ -144,4 +153,4 @@ def share_weights(profile: Profile, txt2img: Any, inpaint: Any | None = None) ->
     for pipe in (txt2img, inpaint):
         if pipe is not None:
             pipe.set_progress_bar_config(disable=True)
-    return LoadedModel(profile, txt2img, img2img_cls.from_pipe(txt2img), inpaint or inpaint_cls.from_pipe(txt2img))
+    return LoadedModel(profile, txt2img, _derive(img2img_cls, txt2img), inpaint or _derive(inpaint_cls, txt2img))
