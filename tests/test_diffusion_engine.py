@@ -20,7 +20,7 @@ from journeyd.engines.diffusion.profiles import detect_family
 from journeyd.runtime import build_runtime
 from tests.conftest import LOOPBACK, Flow, TestClient, box_mask, create_app, make_settings, png_data_url
 from tests.test_seed_flow import _beyond_feather
-from tests.tiny_models import export_single_file, tiny_sd15, tiny_sdxl
+from tests.tiny_models import export_single_file, tiny_flux, tiny_flux_fill, tiny_sd15, tiny_sdxl
 
 FAST = {"size": 64, "steps": 3}
 
@@ -238,3 +238,50 @@ def test_a_half_precision_model_stays_half_precision(models: dict[str, Path]) ->
     model = load_model(load_profiles(str(models["sdxl"]), extra=FAST)[0], torch.device("cpu"), torch.bfloat16)
     for pipe in (model.txt2img, model.img2img, model.inpaint, model.pipeline("inpaint"), model.pipeline("txt2img")):
         assert pipe.unet.dtype == pipe.vae.dtype == pipe.text_encoder.dtype == torch.bfloat16
+
+
+# --- FLUX.1 (with FLUX.1-Fill for Region, Zoom and Pan) --------------------------------------------------------
+@pytest.fixture(scope="module")
+def flux(tmp_path_factory: pytest.TempPathFactory) -> DiffusionEngine:
+    root = tmp_path_factory.mktemp("flux")
+    base, fill = tiny_flux(root / "flux"), tiny_flux_fill(root / "flux-fill")
+    assert detect_family(str(base)) == detect_family(str(fill)) == "flux"
+    profile = {"inpaint_model": str(fill), "size": 64, "steps": 2, "guidance": 3.5, "text_tokens": 48}
+    return DiffusionEngine.load(load_profiles(str(base), extra=profile))
+
+
+def test_flux_imagine_and_negative_prompts_through_true_cfg(flux: DiffusionEngine) -> None:
+    prompt = parse_prompt("a glass teapot --ar 3:2")
+    width, height = flux.canvas_size(prompt)
+    assert width > height and width % 16 == 0 and height % 16 == 0  # FLUX packs latents 2x2
+    images = flux.generate(prompt, (width, height), [1, 2, 3, 4], _quiet)
+    assert len({i.tobytes() for i in images}) == 4 and images[0].shape == (height, width, 3)
+    without = flux.generate(parse_prompt("a glass teapot"), (64, 64), [9], _quiet)[0]
+    with_no = flux.generate(parse_prompt("a glass teapot --no steam"), (64, 64), [9], _quiet)[0]
+    assert not np.array_equal(without, with_no)  # --no costs a second pass, and changes the picture
+
+
+def test_flux_region_zoom_and_pan_use_fill_and_keep_unmasked_pixels(
+    tmp_path: Path,
+    clock,
+    flux: DiffusionEngine,  # type: ignore[no-untyped-def]
+) -> None:
+    assert type(flux.models[0].inpaint).__name__ == "FluxFillPipeline"
+    runtime = build_runtime(make_settings(tmp_path), clock=clock, seed=5, engine=flux)
+    with TestClient(create_app(runtime, manage_runtime=False), client=LOOPBACK) as client:
+        flow = Flow(client, runtime)
+        upscaled = flow.upscale(flow.imagine("a lantern on a table")["id"], 4)
+        parent = flow.image(upscaled["image_urls"][0])
+        height, width = parent.shape[:2]
+        mask = box_mask(width, height, (0, height // 2, width // 2, height))
+        modal_id = flow.submit("/v1/midjourney/generations/inpaint", {"task_id": upscaled["id"]})
+        flow.submit("/v1/midjourney/generations/modal", {"task_id": modal_id, "mask_url": png_data_url(mask)})
+        region = flow.done(modal_id)
+        far = _beyond_feather(mask)
+        candidates = [flow.image(url) for url in region["image_urls"]]
+        for candidate in candidates:
+            np.testing.assert_array_equal(candidate[far], parent[far])
+        assert len({c[mask > 0].tobytes() for c in candidates}) == 4
+        for path, body in (("zoom", {}), ("pan", {"direction": "down"})):
+            task = flow.done(flow.submit(f"/v1/midjourney/generations/{path}", {"task_id": upscaled["id"], **body}))
+            assert task["status"] == "SUCCESS" and len(task["image_urls"]) == 4

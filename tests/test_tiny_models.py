@@ -2,7 +2,8 @@
 
 The engine's tests rely on these fixtures, so here we prove they are real pipelines: they run, and the
 single-file export loads back through diffusers' own `from_single_file` with bit-identical weights and images,
-all with the network unreachable.
+all with the network unreachable. The tiny FLUX.1 / FLUX.1-Fill pipelines (diffusers folders only) are checked
+the same way, plus the img2img / inpaint pipelines the engine derives from the base with `from_pipe`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ import pytest
 import torch
 from diffusers import (
     DiffusionPipeline,
+    FluxFillPipeline,
+    FluxImg2ImgPipeline,
+    FluxInpaintPipeline,
+    FluxPipeline,
     StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
     StableDiffusionXLInpaintPipeline,
@@ -25,7 +30,15 @@ from diffusers.loaders.single_file_utils import infer_diffusers_model_type
 from PIL import Image
 from safetensors.torch import load_file
 
-from tests.tiny_models import export_single_file, tiny_sd15, tiny_sdxl, write_clip_tokenizer
+from tests.tiny_models import (
+    export_single_file,
+    tiny_flux,
+    tiny_flux_fill,
+    tiny_sd15,
+    tiny_sdxl,
+    write_clip_tokenizer,
+    write_t5_tokenizer,
+)
 
 SEEDS = (0, 1, 2, 3)
 
@@ -50,14 +63,20 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
 
 
-def generate(pipe: DiffusionPipeline, inpaint: bool) -> np.ndarray:
-    """4 images from 4 seeded generators, 2 steps at 64x64, as float arrays."""
+def image_and_mask() -> tuple[Image.Image, Image.Image]:
+    """A 64x64 noise image and a mask whose white centre square is to be repainted."""
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    mask = np.zeros((64, 64), dtype=np.uint8)
+    mask[16:48, 16:48] = 255
+    return Image.fromarray(pixels), Image.fromarray(mask)
+
+
+def generate(pipe: DiffusionPipeline, inpaint: bool, **kwargs: Any) -> np.ndarray:
+    """4 images from 4 seeded generators, 2 steps at 64x64, as float arrays; `kwargs` go to the pipeline call."""
     extra: dict[str, Any] = {}
     if inpaint:
-        pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-        mask = np.zeros((64, 64), dtype=np.uint8)
-        mask[16:48, 16:48] = 255
-        extra = {"image": Image.fromarray(pixels), "mask_image": Image.fromarray(mask)}
+        image, mask = image_and_mask()
+        extra = {"image": image, "mask_image": mask}
     pipe.set_progress_bar_config(disable=True)
     result = pipe(
         prompt="lower newer",
@@ -68,8 +87,15 @@ def generate(pipe: DiffusionPipeline, inpaint: bool) -> np.ndarray:
         generator=[torch.Generator().manual_seed(seed) for seed in SEEDS],
         output_type="np",
         **extra,
+        **kwargs,
     )
     return np.asarray(result.images)
+
+
+def assert_four_images(images: np.ndarray) -> None:
+    assert images.shape == (4, 64, 64, 3)
+    assert np.isfinite(images).all()
+    assert not np.array_equal(images[0], images[1]), "different seeds should give different images"
 
 
 def test_tokenizer_is_local(tmp_path: Path) -> None:
@@ -110,3 +136,78 @@ def test_folder_and_single_file_load_identically(variant: str, tmp_path: Path) -
         assert not unequal, f"{name}: {unequal[:5]}"
 
     assert np.array_equal(generate(from_file, inpaint), images)
+
+
+# --- FLUX.1 ------------------------------------------------------------------------------------------------------
+
+# The T5 tokenizer pads every prompt to max_sequence_length (512 by default); keep the tiny runs short.
+MAX_SEQUENCE_LENGTH = 48
+
+# (builder, pipeline class, is Fill, transformer in/out channels)
+FLUX_VARIANTS = {
+    "flux": (tiny_flux, FluxPipeline, False, (4, 4)),
+    "flux-fill": (tiny_flux_fill, FluxFillPipeline, True, (20, 8)),
+}
+
+
+def flux_generate(pipe: DiffusionPipeline, fill: bool, **kwargs: Any) -> np.ndarray:
+    return generate(pipe, fill, max_sequence_length=MAX_SEQUENCE_LENGTH, **kwargs)
+
+
+def test_t5_tokenizer_is_local(tmp_path: Path) -> None:
+    tokenizer = write_t5_tokenizer(tmp_path)
+    assert (tmp_path / "tokenizer.json").is_file()
+    assert (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id) == (0, 1, 2)
+    ids = tokenizer("lower newer", padding="max_length", max_length=MAX_SEQUENCE_LENGTH, truncation=True).input_ids
+    assert ids[:3] == [tokenizer.convert_tokens_to_ids("▁lower"), tokenizer.convert_tokens_to_ids("▁newer"), 1]
+    assert ids[3:] == [0] * (MAX_SEQUENCE_LENGTH - 3)
+    assert tokenizer.unk_token_id not in tokenizer("a tiny cat").input_ids
+    assert tokenizer.decode(ids, skip_special_tokens=True) == "lower newer"
+
+
+@pytest.mark.parametrize("variant", list(FLUX_VARIANTS))
+def test_flux_folder_loads_and_runs(variant: str, tmp_path: Path) -> None:
+    build, pipeline_class, fill, channels = FLUX_VARIANTS[variant]
+    pipe = pipeline_class.from_pretrained(build(tmp_path / variant), local_files_only=True)
+    assert type(pipe) is pipeline_class
+    transformer = pipe.transformer.config
+    assert (transformer.in_channels, transformer.out_channels) == channels
+    assert transformer.guidance_embeds
+    assert pipe.vae_scale_factor == 1
+    prompt_ids = pipe.tokenizer_2("lower newer", padding="max_length", max_length=MAX_SEQUENCE_LENGTH).input_ids
+    assert len(prompt_ids) == MAX_SEQUENCE_LENGTH
+    assert max(prompt_ids) < pipe.text_encoder_2.config.vocab_size
+
+    images = flux_generate(pipe, fill)
+    assert_four_images(images)
+    assert np.array_equal(flux_generate(pipe, fill), images), "same seeds should repeat"
+    # FLUX.1-dev / Fill-dev style: guidance_scale is an input of the transformer (guidance embedding), not CFG.
+    assert not np.array_equal(flux_generate(pipe, fill, guidance_scale=1.0), images)
+
+
+def test_flux_from_pipe_img2img_and_inpaint(tmp_path: Path) -> None:
+    base = FluxPipeline.from_pretrained(tiny_flux(tmp_path / "flux"), local_files_only=True)
+    image, mask = image_and_mask()
+    for pipeline_class, extra in (
+        (FluxImg2ImgPipeline, {"image": image}),
+        (FluxInpaintPipeline, {"image": image, "mask_image": mask}),
+    ):
+        derived = pipeline_class.from_pipe(base, dtype=base.dtype)
+        assert type(derived) is pipeline_class
+        assert derived.transformer is base.transformer and derived.vae is base.vae, "from_pipe shares the weights"
+        assert_four_images(flux_generate(derived, False, strength=0.9, **extra))
+
+
+def test_flux_true_cfg_and_schnell_style_guidance(tmp_path: Path) -> None:
+    base = FluxPipeline.from_pretrained(tiny_flux(tmp_path / "dev"), local_files_only=True)
+    images = flux_generate(base, False)
+    # FluxPipeline's true CFG needs a negative prompt AND true_cfg_scale > 1 (two transformer passes per step).
+    assert np.array_equal(flux_generate(base, False, negative_prompt="a", true_cfg_scale=1.0), images)
+    assert not np.array_equal(flux_generate(base, False, negative_prompt="a", true_cfg_scale=4.0), images)
+
+    folder = tiny_flux(tmp_path / "schnell", guidance_embeds=False)
+    schnell = FluxPipeline.from_pretrained(folder, local_files_only=True)
+    assert not schnell.transformer.config.guidance_embeds
+    images = flux_generate(schnell, False)
+    assert_four_images(images)
+    assert np.array_equal(flux_generate(schnell, False, guidance_scale=1.0), images), "no guidance embedding"

@@ -1,4 +1,4 @@
-"""Tiny, randomly initialised Stable Diffusion 1.5 / SDXL pipelines built locally for tests.
+"""Tiny, randomly initialised Stable Diffusion 1.5 / SDXL / FLUX.1 pipelines built locally for tests.
 
 The engine must be exercised on real diffusers pipelines without any model hub, so the tests build
 pipelines of a few megabytes themselves (component configs follow diffusers' own tests) and can
@@ -21,6 +21,10 @@ from diffusers import (
     AutoencoderKL,
     DiffusionPipeline,
     EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    FluxFillPipeline,
+    FluxPipeline,
+    FluxTransformer2DModel,
     PNDMScheduler,
     StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
@@ -29,16 +33,29 @@ from diffusers import (
     UNet2DConditionModel,
 )
 from safetensors.torch import save_file
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from tokenizers import Tokenizer, decoders, pre_tokenizers, processors
+from tokenizers.models import Unigram
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+    T5Config,
+    T5EncoderModel,
+    T5TokenizerFast,
+)
 
 __all__ = [
     "SDXL_TEXT_ENCODER_2_HIDDEN_SIZE",
     "SDXL_TEXT_ENCODER_2_LAYERS",
     "diffusers_to_original",
     "export_single_file",
+    "tiny_flux",
+    "tiny_flux_fill",
     "tiny_sd15",
     "tiny_sdxl",
     "write_clip_tokenizer",
+    "write_t5_tokenizer",
 ]
 
 # transformers' CLIP tokenizer test vocabulary: a handful of BPE pieces, enough to tokenize "lower newer".
@@ -58,6 +75,16 @@ SDXL_TEXT_ENCODER_2_HIDDEN_SIZE = 48
 # rather than as SD 1.x; loaders that classify checkpoints that way must see the tiny model as real SDXL.
 SDXL_TEXT_ENCODER_2_LAYERS = 10
 
+# A T5-style SentencePiece-Unigram vocabulary: T5's special ids first (<pad>=0, </s>=1, <unk>=2), then "▁" (the
+# word-start marker), whole words of the test prompt and single letters, so any lowercase text tokenizes without <unk>.
+_T5_PIECES = [
+    "<pad>", "</s>", "<unk>", "▁", "▁lower", "▁newer", "▁low", "er", "▁a",
+    *"abcdefghijklmnopqrstuvwxyz",
+]  # fmt: skip
+# FLUX.1's T5 encoder is as wide as the transformer's joint attention; the embedding leaves room past the vocabulary.
+_FLUX_JOINT_ATTENTION_DIM = 32
+_T5_VOCAB_SIZE = 64
+
 
 def write_clip_tokenizer(directory: Path) -> CLIPTokenizer:
     """Write vocab.json + merges.txt into `directory` and load them, since no hub tokenizer may be fetched."""
@@ -65,6 +92,35 @@ def write_clip_tokenizer(directory: Path) -> CLIPTokenizer:
     (directory / "vocab.json").write_text(json.dumps({token: i for i, token in enumerate(_VOCAB)}))
     (directory / "merges.txt").write_text("\n".join(_MERGES) + "\n")
     return CLIPTokenizer.from_pretrained(directory, model_max_length=77, unk_token="<unk>", local_files_only=True)
+
+
+def write_t5_tokenizer(directory: Path) -> T5TokenizerFast:
+    """Build a T5 (Unigram) tokenizer from `_T5_PIECES`, save it to `directory` and load it back from there.
+
+    The hub's tiny T5 tokenizers cannot be fetched, so the `tokenizers` backend is assembled here the way T5's is:
+    Metaspace pre-tokenization, and `</s>` appended after every sequence. Only `tokenizer.json` (+ config) is written,
+    no `spiece.model`; `T5TokenizerFast.from_pretrained` reloads it from that alone.
+    """
+    # Longer pieces score higher, so Unigram prefers "▁lower" over "▁low" + "er" over single letters.
+    vocab = [(piece, 0.0 if i < 3 else len(piece) - 10.0) for i, piece in enumerate(_T5_PIECES)]
+    backend = Tokenizer(Unigram(vocab, unk_id=_T5_PIECES.index("<unk>")))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.decoder = decoders.Metaspace()
+    eos = ("</s>", _T5_PIECES.index("</s>"))
+    backend.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[eos]
+    )
+    tokenizer = T5TokenizerFast(
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        extra_ids=0,
+        model_max_length=512,
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(directory)
+    return T5TokenizerFast.from_pretrained(directory, local_files_only=True)
 
 
 def _clip_config(*, hidden_size: int = 32, num_hidden_layers: int = 5, **extra: object) -> CLIPTextConfig:
@@ -184,6 +240,102 @@ def tiny_sdxl(directory: Path, *, inpaint: bool = False) -> Path:
     )
     pipe.save_pretrained(directory, safe_serialization=True)
     return directory
+
+
+def _save_flux(directory: Path, *, fill: bool, guidance_embeds: bool) -> Path:
+    """Build and save a tiny FLUX.1 pipeline; the channel arithmetic is explained in `tiny_flux_fill`."""
+    latent_channels = 2 if fill else 1
+    packed = 4 * latent_channels  # 2x2 patches of latents packed into one token
+    vae_scale_factor = 1  # one VAE block: no down-sampling
+    mask_channels = 4 * vae_scale_factor**2  # the pixel mask folded to latent size, then packed like the latents
+    torch.manual_seed(0)
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=packed * 2 + mask_channels if fill else packed,
+        out_channels=packed,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=_FLUX_JOINT_ATTENTION_DIM,
+        pooled_projection_dim=32,
+        guidance_embeds=guidance_embeds,
+        axes_dims_rope=[4, 4, 8],  # sums to attention_head_dim
+    )
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(4,),
+        layers_per_block=1,
+        latent_channels=latent_channels,
+        norm_num_groups=1,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
+    )
+    assert 2 ** (len(vae.config.block_out_channels) - 1) == vae_scale_factor
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(_clip_config(hidden_act="gelu", projection_dim=32))  # pooled output: 32 wide
+    torch.manual_seed(0)
+    text_encoder_2 = T5EncoderModel(
+        T5Config(
+            vocab_size=_T5_VOCAB_SIZE,
+            d_model=_FLUX_JOINT_ATTENTION_DIM,
+            d_kv=8,
+            d_ff=37,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            feed_forward_proj="gated-gelu",  # T5 v1.1, as in FLUX.1's text_encoder_2
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+        )
+    )
+    tokenizer = write_clip_tokenizer(directory / "tokenizer")
+    tokenizer_2 = write_t5_tokenizer(directory / "tokenizer_2")
+    assert len(tokenizer_2) <= _T5_VOCAB_SIZE
+    components = {
+        "transformer": transformer,
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "tokenizer": tokenizer,
+        "text_encoder_2": text_encoder_2,
+        "tokenizer_2": tokenizer_2,
+        "scheduler": FlowMatchEulerDiscreteScheduler(),
+    }
+    if fill:
+        pipe: DiffusionPipeline = FluxFillPipeline(**components)
+    else:  # no IP-Adapter image encoder
+        pipe = FluxPipeline(**components, image_encoder=None, feature_extractor=None)
+    pipe.save_pretrained(directory, safe_serialization=True)
+    return directory
+
+
+def tiny_flux(directory: Path, *, guidance_embeds: bool = True) -> Path:
+    """Save a tiny FLUX.1 text-to-image pipeline (`FluxPipeline`) to `directory`.
+
+    Also the base for `FluxImg2ImgPipeline` / `FluxInpaintPipeline.from_pipe`. The VAE has one block, so
+    vae_scale_factor is 1 and height/width need only be multiples of 2 (latents are packed in 2x2 patches); one
+    latent channel packs to the transformer's 4 input channels. `guidance_embeds=True` mirrors FLUX.1-dev
+    (`guidance_scale` is fed to the transformer as an embedding), False mirrors FLUX.1-schnell (`guidance_scale`
+    is ignored). Run it with a small `max_sequence_length` (the T5 tokenizer pads every prompt to it).
+    """
+    return _save_flux(directory, fill=False, guidance_embeds=guidance_embeds)
+
+
+def tiny_flux_fill(directory: Path, *, guidance_embeds: bool = True) -> Path:
+    """Save a tiny FLUX.1-Fill inpainting/outpainting pipeline (`FluxFillPipeline`) to `directory`.
+
+    The transformer sees, per packed token, the noisy latents (2 latent channels * 2x2 = 8), the masked image's
+    latents (8) and the mask folded to latent resolution (vae_scale_factor**2 = 1 channel * 2x2 = 4): 20 inputs,
+    8 outputs (real FLUX.1-Fill: 64 + 64 + 64 * 4 = 384 in, 64 out). `guidance_embeds=True` mirrors
+    FLUX.1-Fill-dev; sizes and `max_sequence_length` as for `tiny_flux`.
+    """
+    return _save_flux(directory, fill=True, guidance_embeds=guidance_embeds)
 
 
 # --- diffusers -> original (LDM) key mapping -------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The diffusers engine: Midjourney's actions on open models (Stable Diffusion 1.5, SDXL).
+"""The diffusers engine: Midjourney's actions on open models (Stable Diffusion 1.5, SDXL, FLUX.1).
 
 Single-file style, top to bottom: choosing the model for a prompt, turning the prompt into
 conditioning, then one method per action. Every call is batched (4 candidates, one generator per
@@ -9,6 +9,7 @@ not done here: `render` does it once, so pixels beyond the feather never pass th
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -171,13 +172,16 @@ class DiffusionEngine:
         filled = blur_fill(crop_w, mask_w)
         with model.lock:
             pipe = model.pipeline("inpaint")
+            common = self._common(model, pipe, prompt, seeds, progress)
+            if model.profile.region_guidance is not None:
+                common["guidance_scale"] = model.profile.region_guidance
             images = pipe(
                 image=[_pil(filled)] * len(seeds),
                 mask_image=[_pil(mask_w.astype(np.uint8) * 255)] * len(seeds),
                 width=work[0],
                 height=work[1],
                 strength=1.0,
-                **self._common(model, pipe, prompt, seeds, progress),
+                **common,
             ).images
         candidates = []
         for generated in _to_uint8(images):
@@ -223,7 +227,7 @@ class DiffusionEngine:
             return tensors
 
         return {
-            **_conditioning(pipe, profile.family, prompt, len(seeds), guidance > 1, seeds),
+            **_conditioning(pipe, profile, prompt, len(seeds), guidance > 1, seeds),
             "num_inference_steps": steps,
             "guidance_scale": guidance,
             "generator": generators,
@@ -234,7 +238,7 @@ class DiffusionEngine:
 
 @torch.no_grad()
 def _conditioning(
-    pipe: Any, family: str, prompt: PromptSpec, count: int, guided: bool, seeds: Sequence[int]
+    pipe: Any, profile: Profile, prompt: PromptSpec, count: int, guided: bool, seeds: Sequence[int]
 ) -> dict[str, Any]:
     """Prompt embeddings for `count` candidates. --chaos moves each candidate's conditioning a
     seeded random step apart, so the grid spreads out; --no and negative weights are the
@@ -242,7 +246,9 @@ def _conditioning(
     text = ", ".join(part.text for part in prompt.parts if part.weight > 0) or prompt.text
     negative = prompt.negative or None
     device = pipe._execution_device
-    if family == "sdxl":
+    if profile.family == "flux":
+        return _flux_conditioning(pipe, profile, text, negative, count, prompt.chaos, seeds)
+    if profile.family == "sdxl":
         embeds, negative_embeds, pooled, negative_pooled = pipe.encode_prompt(
             text,
             device=device,
@@ -258,6 +264,29 @@ def _conditioning(
     out["prompt_embeds"] = _spread(embeds, prompt.chaos, seeds)
     if guided:
         out["negative_prompt_embeds"] = negative_embeds
+    return out
+
+
+def _flux_conditioning(
+    pipe: Any, profile: Profile, text: str, negative: str | None, count: int, chaos: int | None, seeds: Sequence[int]
+) -> dict[str, Any]:
+    """FLUX is guidance-distilled: no negative prompt, except by "true CFG" (a second pass), which
+    only the base pipelines have (FLUX.1-Fill has none); --no pays for it only when given."""
+    tokens = {"max_sequence_length": profile.text_tokens} if profile.text_tokens else {}
+    device = pipe._execution_device
+    embeds, pooled, _ = pipe.encode_prompt(
+        prompt=text, prompt_2=None, device=device, num_images_per_prompt=count, **tokens
+    )
+    out = {"prompt_embeds": _spread(embeds, chaos, seeds), "pooled_prompt_embeds": pooled, **tokens}
+    if negative and "negative_prompt_embeds" in inspect.signature(pipe.__call__).parameters:
+        negative_embeds, negative_pooled, _ = pipe.encode_prompt(
+            prompt=negative, prompt_2=None, device=device, num_images_per_prompt=count, **tokens
+        )
+        out |= {
+            "negative_prompt_embeds": negative_embeds,
+            "negative_pooled_prompt_embeds": negative_pooled,
+            "true_cfg_scale": profile.negative_guidance,
+        }
     return out
 
 
@@ -280,7 +309,7 @@ def _circular(model: LoadedModel, tile: bool) -> Iterator[None]:
     if not tile:
         yield
         return
-    modules = [model.txt2img.unet, model.txt2img.vae]
+    modules = [_denoiser(model.txt2img), model.txt2img.vae]
     convs = [m for module in modules for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
     saved = [conv.padding_mode for conv in convs]
     for conv in convs:
@@ -292,9 +321,17 @@ def _circular(model: LoadedModel, tile: bool) -> Iterator[None]:
             conv.padding_mode = mode
 
 
+def _denoiser(pipe: Any) -> torch.nn.Module:
+    """The UNet, or FLUX's transformer."""
+    return pipe.unet if getattr(pipe, "unet", None) is not None else pipe.transformer
+
+
 def _multiple(model: LoadedModel) -> int:
-    """Pixel sizes must divide into the latent grid and the UNet's down-samplings."""
+    """Pixel sizes must divide into the latent grid and the UNet's down-samplings (FLUX packs
+    latents 2x2)."""
     pipe = model.txt2img
+    if model.profile.family == "flux":
+        return max(16, int(pipe.vae_scale_factor * 2))
     return max(8, int(pipe.vae_scale_factor * 2 ** (len(pipe.unet.config.block_out_channels) - 1)))
 
 

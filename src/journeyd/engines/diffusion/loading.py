@@ -41,20 +41,22 @@ def pick_device(requested: str | None = None) -> tuple[torch.device, torch.dtype
     return device, torch.float32
 
 
-def _pipeline_classes(family: str) -> tuple[Any, Any, Any]:
+def _pipeline_classes(family: str) -> tuple[Any, Any, Any, Any]:
+    """txt2img, img2img, inpaint over the base model, and inpaint with a dedicated model."""
     import diffusers
 
-    if family == "sdxl":
+    if family == "flux":
         return (
-            diffusers.StableDiffusionXLPipeline,
-            diffusers.StableDiffusionXLImg2ImgPipeline,
-            diffusers.StableDiffusionXLInpaintPipeline,
+            diffusers.FluxPipeline,
+            diffusers.FluxImg2ImgPipeline,
+            diffusers.FluxInpaintPipeline,
+            diffusers.FluxFillPipeline,
         )
-    return (
-        diffusers.StableDiffusionPipeline,
-        diffusers.StableDiffusionImg2ImgPipeline,
-        diffusers.StableDiffusionInpaintPipeline,
-    )
+    if family == "sdxl":
+        inpaint = diffusers.StableDiffusionXLInpaintPipeline
+        return diffusers.StableDiffusionXLPipeline, diffusers.StableDiffusionXLImg2ImgPipeline, inpaint, inpaint
+    inpaint = diffusers.StableDiffusionInpaintPipeline
+    return diffusers.StableDiffusionPipeline, diffusers.StableDiffusionImg2ImgPipeline, inpaint, inpaint
 
 
 def _offline() -> bool:
@@ -134,7 +136,7 @@ def _derive(cls: Any, base: Any, **components: Any) -> Any:
 
 
 def load_model(profile: Profile, device: torch.device, dtype: torch.dtype) -> LoadedModel:
-    text2img_cls, _, inpaint_cls = _pipeline_classes(profile.family)
+    text2img_cls, _, _, dedicated_cls = _pipeline_classes(profile.family)
     txt2img = _load(text2img_cls, profile.model, dtype, profile.config)
     if profile.lora:
         try:
@@ -142,14 +144,14 @@ def load_model(profile: Profile, device: torch.device, dtype: torch.dtype) -> Lo
             txt2img.fuse_lora()
         except Exception as error:
             raise ModelLoadError(f"could not load LoRA {profile.lora!r} for {profile.model!r}: {error}") from error
-    inpaint = _load(inpaint_cls, profile.inpaint_model, dtype) if profile.inpaint_model else None
+    inpaint = _load(dedicated_cls, profile.inpaint_model, dtype) if profile.inpaint_model else None
     return share_weights(profile, txt2img.to(device), inpaint.to(device) if inpaint is not None else None)
 
 
 def share_weights(profile: Profile, txt2img: Any, inpaint: Any | None = None) -> LoadedModel:
     """The three pipelines over one model's weights (and a dedicated inpainting model, if given);
     without one, the base model inpaints by blending latents at every step."""
-    _, img2img_cls, inpaint_cls = _pipeline_classes(profile.family)
+    _, img2img_cls, inpaint_cls, _ = _pipeline_classes(profile.family)
     for pipe in (txt2img, inpaint):
         if pipe is not None:
             pipe.set_progress_bar_config(disable=True)

@@ -13,6 +13,14 @@ The operator names one model (`JOURNEYD_MODEL`, every version maps to it) or sev
     guidance = 7.0
 
     [[profile]]
+    name = "flux"
+    model = "black-forest-labs/FLUX.1-dev"
+    inpaint_model = "black-forest-labs/FLUX.1-Fill-dev"   # FLUX.1-Fill does Region, Zoom and Pan
+    versions = ["8"]
+    steps = 28
+    guidance = 3.5
+
+    [[profile]]
     name = "lightning"
     model = "/models/sdxl-lightning-4step.safetensors"
     family = "sdxl"
@@ -31,8 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-FAMILIES = ("sd15", "sdxl")
-DEFAULT_SIZE = {"sd15": 512, "sdxl": 1024}
+FAMILIES = ("sd15", "sdxl", "flux")
+DEFAULT_SIZE = {"sd15": 512, "sdxl": 1024, "flux": 1024}
 SCHEDULERS = ("default", "euler", "euler_a", "euler_trailing", "ddim", "dpmpp_2m", "dpmpp_2m_karras", "lcm")
 _PIPELINE_FAMILIES = {
     "StableDiffusionPipeline": "sd15",
@@ -41,6 +49,10 @@ _PIPELINE_FAMILIES = {
     "StableDiffusionXLPipeline": "sdxl",
     "StableDiffusionXLInpaintPipeline": "sdxl",
     "StableDiffusionXLImg2ImgPipeline": "sdxl",
+    "FluxPipeline": "flux",
+    "FluxImg2ImgPipeline": "flux",
+    "FluxInpaintPipeline": "flux",
+    "FluxFillPipeline": "flux",
 }
 
 
@@ -61,6 +73,16 @@ class Profile:
     scheduler: str = "default"
     lora: str | None = None
     config: str | None = None  # for a single-file model: a diffusers folder or hub id with its configs
+    text_tokens: int = 0  # FLUX: T5 tokens of prompt (max_sequence_length); 0 = the pipeline's 512
+    negative_guidance: float = 2.0  # FLUX has no negative prompt but through "true CFG": its scale for --no
+    inpaint_guidance: float | None = None  # guidance of the inpaint_model; None: 30 for FLUX.1-Fill, else guidance
+
+    @property
+    def region_guidance(self) -> float | None:
+        """The inpainting model's own guidance, where it differs from the prompt-driven one."""
+        if self.inpaint_guidance is not None:
+            return self.inpaint_guidance
+        return 30.0 if self.family == "flux" and self.inpaint_model else None
 
     @property
     def native(self) -> int:
@@ -86,7 +108,10 @@ def detect_family(source: str) -> str | None:
         if any(key.startswith("cond_stage_model.") for key in keys):
             return "sd15"
         return None
-    return "sdxl" if "xl" in source.lower() else ("sd15" if "stable-diffusion" in source.lower() else None)
+    name = source.lower()
+    if "flux" in name:
+        return "flux"
+    return "sdxl" if "xl" in name else ("sd15" if "stable-diffusion" in name else None)
 
 
 def profile_from(values: dict[str, Any]) -> Profile:
@@ -118,6 +143,9 @@ def profile_from(values: dict[str, Any]) -> Profile:
         scheduler=scheduler,
         lora=values.get("lora"),
         config=values.get("config"),
+        text_tokens=int(values.get("text_tokens", 0)),
+        negative_guidance=float(values.get("negative_guidance", 2.0)),
+        inpaint_guidance=float(values["inpaint_guidance"]) if "inpaint_guidance" in values else None,
     )
 
 
