@@ -53,7 +53,7 @@ def sdxl(models: dict[str, Path]) -> DiffusionEngine:
     return DiffusionEngine.load(load_profiles(str(models["sdxl"]), extra=FAST))
 
 
-def _quiet(done: int, total: int) -> None:
+def _quiet(done: int, total: int, preview: np.ndarray | None = None) -> None:
     pass
 
 
@@ -115,13 +115,15 @@ def test_seeds_reproduce_tile_by_tile(sd15: DiffusionEngine) -> None:
 
 def test_progress_is_monotonic_and_a_cancel_stops_at_the_next_step(sd15: DiffusionEngine) -> None:
     seen: list[tuple[int, int]] = []
-    sd15.generate(parse_prompt("x"), (64, 64), [1, 2, 3, 4], lambda done, total: seen.append((done, total)))
+    sd15.generate(
+        parse_prompt("x"), (64, 64), [1, 2, 3, 4], lambda done, total, preview=None: seen.append((done, total))
+    )
     fractions = [done / total for done, total in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(seen) >= 3
 
     calls: list[int] = []
 
-    def cancel_after_first(done: int, total: int) -> None:
+    def cancel_after_first(done: int, total: int, preview: np.ndarray | None = None) -> None:
         calls.append(done)
         if done >= 1:
             raise TaskCancelled("stop")
@@ -285,3 +287,47 @@ def test_flux_region_zoom_and_pan_use_fill_and_keep_unmasked_pixels(
         for path, body in (("zoom", {}), ("pan", {"direction": "down"})):
             task = flow.done(flow.submit(f"/v1/midjourney/generations/{path}", {"task_id": upscaled["id"], **body}))
             assert task["status"] == "SUCCESS" and len(task["image_urls"]) == 4
+
+
+def test_step_previews_show_the_picture_forming_while_the_task_runs(
+    tmp_path: Path,
+    clock,
+    models: dict[str, Path],  # type: ignore[no-untyped-def]
+) -> None:
+    """Previews come from a latent-to-RGB map fitted on the model's own VAE (no extra weights); a
+    running task shows the latest one to every dialect, and it is gone once the task ends."""
+    engine = DiffusionEngine.load(load_profiles(str(models["sdxl"]), extra={"size": 64, "steps": 7}))
+    previews: list[np.ndarray] = []
+    engine.generate(
+        parse_prompt("a garden"),
+        (64, 48),
+        [1, 2, 3, 4],
+        lambda done, total, preview=None: previews.append(preview) if preview is not None else None,
+    )
+    assert previews and all(p.shape[2] == 3 and p.dtype == np.uint8 for p in previews)
+    assert previews[0].shape[1] > previews[0].shape[0]  # the shape of the picture being drawn
+
+    runtime = build_runtime(make_settings(tmp_path), clock=clock, seed=3, engine=engine)
+    seen: dict[str, object] = {}
+    generate = engine.generate
+
+    def watching(prompt, size, seeds, progress, init_images=()):  # type: ignore[no-untyped-def]
+        def watch(done: int, total: int, preview: np.ndarray | None = None) -> None:
+            progress(done, total, preview)
+            if preview is not None and "mj" not in seen:  # look at the task mid-run, as a client polling
+                seen["mj"] = client.get(f"/mj/task/{task_id}/fetch").json()
+                seen["apimart"] = client.get(f"/v1/midjourney/{task_id}").json()
+                seen["image"] = client.get(seen["apimart"]["preview_url"].replace("http://testserver", ""))
+
+        return generate(prompt, size, seeds, watch, init_images)
+
+    engine.generate = watching  # type: ignore[method-assign]
+    with TestClient(create_app(runtime, manage_runtime=False), client=LOOPBACK) as client:
+        task_id = client.post("/mj/submit/imagine", json={"prompt": "a garden"}).json()["result"]
+        runtime.run_pending()
+        done = client.get(f"/mj/task/{task_id}/fetch").json()
+        gone = client.get(seen["apimart"]["preview_url"].replace("http://testserver", ""))  # type: ignore[index]
+    assert seen["mj"]["status"] == "IN_PROGRESS" and "/preview.jpg?v=" in seen["mj"]["imageUrl"]  # type: ignore[index]
+    assert seen["image"].headers["content-type"] == "image/jpeg"  # type: ignore[attr-defined]
+    assert done["status"] == "SUCCESS" and done["imageUrl"].endswith("/grid.png")
+    assert gone.status_code == 404  # previews are for while it runs

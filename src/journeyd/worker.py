@@ -10,18 +10,21 @@ from __future__ import annotations
 import logging
 import traceback
 
+import numpy as np
+
 from journeyd.clock import Clock
 from journeyd.domain.errors import JourneydError, TaskCancelled
 from journeyd.domain.lifecycle import Status
 from journeyd.domain.task import Result, Task
 from journeyd.engines.base import Engine
-from journeyd.imaging.codec import decode_png, encode_png
+from journeyd.imaging.codec import decode_png, encode_jpeg, encode_png
 from journeyd.imaging.grid import make_grid
 from journeyd.media.storage import ImageStore
 from journeyd.render import CANDIDATES, Inputs, Rendered, render
 from journeyd.store.base import TaskStore
 
 log = logging.getLogger("journeyd.worker")
+PREVIEW = "preview.jpg"
 
 
 class LeaseLost(Exception):
@@ -37,13 +40,17 @@ class _Heartbeat:
         self.worker, self.task = worker, task
         self.last_write, self.last_percent = -(10**18), -1
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, done: int, total: int, preview: np.ndarray | None = None) -> None:
         percent = max(0, min(99, done * 100 // max(total, 1)))
         now = self.worker.clock.now_ms()
         if now - self.last_write < self.worker.heartbeat_ms and percent - self.last_percent < 10:
             return
         self.last_write, self.last_percent = now, percent
-        cancel = self.worker.store.heartbeat(self.task.id, self.worker.id, now, self.worker.lease_ms, percent)
+        if preview is not None:
+            self.worker.images.put(f"{self.task.id}/{PREVIEW}", encode_jpeg(preview))
+        cancel = self.worker.store.heartbeat(
+            self.task.id, self.worker.id, now, self.worker.lease_ms, percent, preview=preview is not None
+        )
         if cancel is None:
             raise LeaseLost(self.task.id)
         if cancel:
@@ -96,8 +103,10 @@ class Worker:
 
     def _finish(self, task: Task, status: Status, **fields: object) -> Task:
         done = self.store.finish(task.id, self.id, status, self.clock.now_ms(), **fields)  # type: ignore[arg-type]
-        if done is not None and status is not Status.SUCCESS:
-            self._discard_outputs(task)
+        if done is not None:
+            self.images.delete(f"{task.id}/{PREVIEW}")  # previews are for while it runs
+            if status is not Status.SUCCESS:
+                self._discard_outputs(task)
         return done or self.store.get_task(task.id) or task
 
     def _discard_outputs(self, task: Task) -> None:

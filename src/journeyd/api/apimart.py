@@ -113,6 +113,7 @@ def task_view(task: Task, request: Request) -> dict[str, Any]:
         "prompt": task.prompt,
         "grid_image_url": f"{base}/{result.grid}" if result else None,
         "image_urls": [f"{base}/{key}" for key in result.images] if result else [],
+        "preview_url": f"{base}/{task.preview}" if task.preview else None,
         "buttons": _buttons(task.buttons),
         "fail_reason": task.fail_reason,
         "metadata": task.client.metadata,

@@ -150,7 +150,8 @@ def task_json(task: Task, images: str, parent_number: str = "") -> dict[str, Any
         "submitTime": task.created_at,
         "startTime": task.started_at or 0,
         "finishTime": task.finished_at or 0,
-        "imageUrl": f"{images}/{result.grid}" if result else "",
+        # while it runs, the latest step preview, as midjourney-proxy shows Discord's progress image
+        "imageUrl": f"{images}/{result.grid}" if result else (f"{images}/{task.preview}" if task.preview else ""),
         "imageUrls": [{"url": f"{images}/{key}"} for key in result.images] if result else [],
         "videoUrl": "",
         "videoUrls": [],

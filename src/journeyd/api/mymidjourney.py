@@ -78,7 +78,7 @@ def message_json(task: Task, images: str) -> dict[str, Any]:
     message: dict[str, Any] = {
         "messageId": task.job,
         "prompt": task.prompt,
-        "uri": f"{images}/{result.grid}" if result else None,
+        "uri": f"{images}/{result.grid}" if result else (f"{images}/{task.preview}" if task.preview else None),
         "images": [f"{images}/{key}" for key in result.images] if result else [],
         "progress": task.progress,
         "status": STATUS[task.status],

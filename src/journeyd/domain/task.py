@@ -85,6 +85,7 @@ class Task:
     cancel_requested: bool = False
     attempts: int = 0
     version: int = 0  # bumped by every change; orders webhook deliveries
+    preview_at: int | None = None  # when the running task last saved a preview of its images
 
     @property
     def job(self) -> str:
@@ -93,6 +94,13 @@ class Task:
     @property
     def final_prompt(self) -> str:
         return self.spec.render()
+
+    @property
+    def preview(self) -> str | None:
+        """The image key and version of the latest step preview, while the task runs."""
+        if self.status is not Status.IN_PROGRESS or self.preview_at is None:
+            return None
+        return f"{self.id}/preview.jpg?v={self.preview_at}"
 
     @property
     def buttons(self) -> tuple[Button, ...]:

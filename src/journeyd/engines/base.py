@@ -24,9 +24,10 @@ InpaintKind = Literal["region", "outpaint"]
 
 class Progress(Protocol):
     """Called by engines as work advances. It raises `TaskCancelled` when the task was cancelled,
-    so an engine stops at its next step without checking anything itself."""
+    so an engine stops at its next step without checking anything itself. An engine may pass a
+    rough `preview` of the images so far (HxWx3 uint8), which clients see while the task runs."""
 
-    def __call__(self, done: int, total: int) -> None: ...
+    def __call__(self, done: int, total: int, preview: Image | None = None) -> None: ...
 
 
 @runtime_checkable

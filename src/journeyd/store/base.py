@@ -71,9 +71,11 @@ class TaskStore(Protocol):
     def claim_next(self, worker: str, now: int, lease_ms: int) -> Task | None:
         """Take the first queued task (highest speed, then oldest) and lease it to `worker`."""
 
-    def heartbeat(self, task_id: str, worker: str, now: int, lease_ms: int, progress: int) -> bool | None:
-        """Record progress and extend the lease. Returns whether a cancel was requested, or
-        None when `worker` no longer holds the task."""
+    def heartbeat(
+        self, task_id: str, worker: str, now: int, lease_ms: int, progress: int, *, preview: bool = False
+    ) -> bool | None:
+        """Record progress (and that a new preview was saved) and extend the lease. Returns whether a
+        cancel was requested, or None when `worker` no longer holds the task."""
 
     def finish(
         self,

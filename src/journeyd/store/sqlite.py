@@ -112,12 +112,17 @@ MIGRATIONS = [
     CREATE INDEX outbox_due ON webhook_outbox (state, next_at);
     CREATE INDEX outbox_task ON webhook_outbox (task_id, state);
     """,
+    # 3: step previews
+    """
+    ALTER TABLE tasks ADD COLUMN preview_at INTEGER;
+    """,
 ]
 
 _TASK_COLUMNS = (  # the order _task_from_row unpacks
     "id, owner, action, op, status, progress, prompt, spec, speed, priority, seed, price_name, parent_id, "
     "source_index, args, metadata, result, engine, fail_reason, created_at, updated_at, started_at, "
-    "finished_at, modal_deadline, cancel_requested, attempts, number, state, ref, hook_url, hook_format, version"
+    "finished_at, modal_deadline, cancel_requested, attempts, number, state, ref, hook_url, hook_format, version, "
+    "preview_at"
 )
 _TASK_COLUMN_COUNT = _TASK_COLUMNS.count(",") + 1
 # Every statement that changes a task bumps its version: webhook deliveries are ordered by it.
@@ -163,6 +168,7 @@ def _task_from_row(row: sqlite3.Row) -> Task:
         hook_url,
         hook_format,
         version,
+        preview_at,
     ) = row
     return Task(
         id=task_id,
@@ -197,6 +203,7 @@ def _task_from_row(row: sqlite3.Row) -> Task:
         cancel_requested=bool(cancel_requested),
         attempts=attempts,
         version=version,
+        preview_at=preview_at,
     )
 
 
@@ -373,6 +380,7 @@ class SqliteStore:
                 hook.url if hook else None,
                 hook.format if hook else None,
                 task.version,
+                task.preview_at,
             ),
         )
 
@@ -446,17 +454,20 @@ class SqliteStore:
             self._emit(conn, row["id"], now)
             return _task_from_row(row)
 
-    def heartbeat(self, task_id: str, worker: str, now: int, lease_ms: int, progress: int) -> bool | None:
+    def heartbeat(
+        self, task_id: str, worker: str, now: int, lease_ms: int, progress: int, *, preview: bool = False
+    ) -> bool | None:
         with self._write() as conn:
             row = conn.execute(
-                "UPDATE tasks SET lease_until = ?, updated_at = ? "
+                "UPDATE tasks SET lease_until = ?, updated_at = ?, preview_at = CASE WHEN ? THEN ? ELSE preview_at END "
                 "WHERE id = ? AND status = 'in_progress' AND lease_owner = ? RETURNING cancel_requested",
-                (now + lease_ms, now, task_id, worker),
+                (now + lease_ms, now, preview, now, task_id, worker),
             ).fetchone()
             if row is None:
                 return None
-            moved = conn.execute(  # progress only moves forward, and only a move is news
-                f"UPDATE tasks SET progress = ?, {_BUMP} WHERE id = ? AND progress < ?", (progress, task_id, progress)
+            moved = conn.execute(  # progress only moves forward, and only a move (or a new preview) is news
+                f"UPDATE tasks SET progress = MAX(progress, ?), {_BUMP} WHERE id = ? AND (progress < ? OR ?)",
+                (progress, task_id, progress, preview),
             ).rowcount
             if moved:
                 self._emit(conn, task_id, now)

@@ -22,6 +22,7 @@ import torch
 from journeyd.domain.errors import InvalidRequest
 from journeyd.domain.prompt import PromptSpec
 from journeyd.engines.base import Image, InpaintKind, Mask, Progress, UpscaleMode
+from journeyd.engines.diffusion import previews
 from journeyd.engines.diffusion.loading import LoadedModel, load_model, pick_device
 from journeyd.engines.diffusion.profiles import Profile, Versions
 from journeyd.imaging.crop import context_box
@@ -60,6 +61,7 @@ UPSCALE_STRENGTH = {"subtle": 0.25, "creative": 0.45}
 QUALITY_STEPS = {0.25: 0.5, 0.5: 0.75, 1.0: 1.0, 2.0: 1.5, 4.0: 2.0}
 CHAOS_SPREAD = 0.35  # at --chaos 100, each candidate's conditioning moves this many standard deviations
 REGION_FIELD = 0.618  # how much of the picture a region crop shows around the mask, at least (Fooocus)
+PREVIEW_EVERY = 3  # steps between previews
 
 
 class DiffusionEngine:
@@ -121,7 +123,8 @@ class DiffusionEngine:
                 start = _cover(init_images[0], width, height)
                 return self._img2img(model, prompt, [start] * len(seeds), strength, seeds, progress)
             pipe = model.pipeline("txt2img")
-            images = pipe(width=width, height=height, **self._common(model, pipe, prompt, seeds, progress)).images
+            common = self._common(model, pipe, prompt, seeds, progress, (width, height))
+            images = pipe(width=width, height=height, **common).images
         return _to_uint8(images)
 
     def vary(
@@ -172,7 +175,7 @@ class DiffusionEngine:
         filled = blur_fill(crop_w, mask_w)
         with model.lock:
             pipe = model.pipeline("inpaint")
-            common = self._common(model, pipe, prompt, seeds, progress)
+            common = self._common(model, pipe, prompt, seeds, progress, work)
             if model.profile.region_guidance is not None:
                 common["guidance_scale"] = model.profile.region_guidance
             images = pipe(
@@ -206,14 +209,20 @@ class DiffusionEngine:
         height, width = images[0].shape[:2]
         work = _snap(width, height, _multiple(model))
         pipe = model.pipeline("img2img")
-        common = self._common(model, pipe, prompt, seeds, progress)
+        common = self._common(model, pipe, prompt, seeds, progress, work)
         common["num_inference_steps"] = math.ceil(common["num_inference_steps"] / strength)
         starts = [_pil(_resize(i, work, cv2.INTER_AREA)) for i in images]
         out = pipe(image=starts, strength=strength, width=work[0], height=work[1], **common).images
         return [_resize(i, (width, height)) for i in _to_uint8(out)]
 
     def _common(
-        self, model: LoadedModel, pipe: Any, prompt: PromptSpec, seeds: Sequence[int], progress: Progress
+        self,
+        model: LoadedModel,
+        pipe: Any,
+        prompt: PromptSpec,
+        seeds: Sequence[int],
+        progress: Progress,
+        size: tuple[int, int],
     ) -> dict[str, Any]:
         """Conditioning, guidance, steps, generators and the progress callback for one batch."""
         profile = model.profile
@@ -223,7 +232,11 @@ class DiffusionEngine:
         generators = [torch.Generator("cpu").manual_seed(int(seed)) for seed in seeds]
 
         def on_step(pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-            progress(step + 1, max(getattr(pipeline, "num_timesteps", steps), step + 1))
+            total = max(getattr(pipeline, "num_timesteps", steps), step + 1)
+            preview = None
+            if step + 1 < total and (step % PREVIEW_EVERY == PREVIEW_EVERY - 1) and "latents" in tensors:
+                preview = previews.of(model, pipeline, tensors["latents"], size)
+            progress(step + 1, total, preview)
             return tensors
 
         return {
@@ -233,6 +246,7 @@ class DiffusionEngine:
             "generator": generators,
             "output_type": "np",
             "callback_on_step_end": on_step,
+            "callback_on_step_end_tensor_inputs": ["latents"],
         }
 
 
@@ -342,8 +356,8 @@ def _snap(width: int, height: int, step: int) -> tuple[int, int]:
 def _share(progress: Progress, index: int, count: int) -> Progress:
     """Progress of one part of `count` parts, reported as progress of the whole."""
 
-    def report(done: int, total: int) -> None:
-        progress(index * total + done, count * total)
+    def report(done: int, total: int, preview: Image | None = None) -> None:
+        progress(index * total + done, count * total)  # a tile's preview is not the picture
 
     return report
 

@@ -119,6 +119,7 @@ class LoadedModel:
     img2img: Any
     inpaint: Any
     lock: threading.Lock = field(default_factory=threading.Lock)
+    preview_map: Any = None  # latent-to-RGB for step previews, fitted on first use (see previews.py)
 
     def pipeline(self, kind: str) -> Any:
         """A pipeline for one request: shared weights, its own scheduler."""
