@@ -213,17 +213,20 @@ _TINY_VAE = {
     "up_block_types": ("UpDecoderBlock2D",) * 2,
     "latent_channels": 4,
 }
+_TINY_UNET: dict[str, Any] = {
+    "sample_size": 32,
+    "in_channels": 4,
+    "out_channels": 4,
+    "block_out_channels": (32, 64),
+    "layers_per_block": 2,
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+}
 TINY: dict[str, dict[str, Any]] = {  # tests/tiny_models.py's configs; vae_scale_factor 2
     "sdxl": {
         "size": 64,
         "unet": {
-            "sample_size": 32,
-            "in_channels": 4,
-            "out_channels": 4,
-            "block_out_channels": (32, 64),
-            "layers_per_block": 2,
-            "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
-            "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+            **_TINY_UNET,
             "attention_head_dim": (2, 4),
             "use_linear_projection": True,
             "addition_embed_type": "text_time",
@@ -246,13 +249,7 @@ TINY: dict[str, dict[str, Any]] = {  # tests/tiny_models.py's configs; vae_scale
     "sd15": {
         "size": 64,
         "unet": {
-            "sample_size": 32,
-            "in_channels": 4,
-            "out_channels": 4,
-            "block_out_channels": (32, 64),
-            "layers_per_block": 2,
-            "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
-            "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+            **_TINY_UNET,
             "cross_attention_dim": 32,
         },
         "vae": _TINY_VAE,
@@ -627,7 +624,7 @@ class Diffusers:
         return self._pipe(True, setting)(PROMPT, image=image, mask_image=mask_image, strength=1.0, **common).images
 
 
-def _quiet(done: int, total: int) -> None:
+def _quiet(done: int, total: int, preview: object = None) -> None:
     pass
 
 

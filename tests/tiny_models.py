@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import (
@@ -151,17 +152,24 @@ def _vae(**extra: object) -> AutoencoderKL:
     )
 
 
+def _unet_base(inpaint: bool) -> dict[str, Any]:
+    """The UNet settings the tiny SD 1.5 and SDXL models share (diffusers' test components)."""
+    return {
+        "block_out_channels": (32, 64),
+        "layers_per_block": 2,
+        "sample_size": 32,
+        "in_channels": 9 if inpaint else 4,
+        "out_channels": 4,
+        "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+        "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+    }
+
+
 def tiny_sd15(directory: Path, *, inpaint: bool = False) -> Path:
     """Save a tiny SD 1.5 pipeline (9-channel inpainting UNet if `inpaint`) to `directory`; vae_scale_factor is 2."""
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=2,
-        sample_size=32,
-        in_channels=9 if inpaint else 4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        **_unet_base(inpaint),
         cross_attention_dim=32,
     )
     vae = _vae()
@@ -193,13 +201,7 @@ def tiny_sdxl(directory: Path, *, inpaint: bool = False) -> Path:
     """
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=2,
-        sample_size=32,
-        in_channels=9 if inpaint else 4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        **_unet_base(inpaint),
         attention_head_dim=(2, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",
