@@ -19,16 +19,18 @@ forward at the batch shape each side really used (captured from its first UNet c
 the batch), on a meta-device copy of the UNet (no compute), times the number of UNet calls. UNet time
 comes from CUDA events in forward hooks, in one extra (untimed) run per side.
 
-Both sides use the same dtype (journeyd's `pick_device`: bf16 on a GPU), default SDPA attention and
-no compilation in the bench itself: the baseline is eager diffusers, and journeyd's side is whatever
-`DiffusionEngine` does (the bench enters it through `share_weights` + `DiffusionEngine(models)`,
-exactly as `load_model` hands over a loaded pipeline; optimisations belong there, not here). The
-two sides get separate copies of the weights, so nothing journeyd does to its modules reaches the
-baseline. Step counts up to --distilled-max-steps (default 8) run as a distilled model does
+Both sides use the same dtype (journeyd's `pick_device`: bf16 on a GPU) and default SDPA attention:
+the baseline is eager diffusers, and journeyd's side is what `load_model` makes of a loaded pipeline
+(`apply_speedups` with the levers of `--speedups`, default `auto` as `journeyd serve` does, then
+`share_weights` + `DiffusionEngine(models)`); optimisations belong in the engine, not here. Several
+lever sets can be measured in one run (`--speedups "none;auto;auto,compile"`): each is one more
+journeyd side, `journeyd` being the first and `journeyd[<levers>]` the others, all against the same
+baseline. Every side gets its own copy of the weights, so nothing one does to its modules reaches
+another. Step counts up to --distilled-max-steps (default 8) run as a distilled model does
 (SDXL-Lightning/Turbo: guidance 0, so no CFG, and trailing Euler), on both sides; longer ones run
 with CFG at guidance 7. The weights' dtype each side's UNet really ran in is recorded, and any
-that is not the intended one is listed under `dtype_problems` (and printed): today journeyd's
-`share_weights` / per-request `from_pipe` casts its modules to float32 (see bench/NOTES.md).
+that is not the intended one is listed under `dtype_problems` (and printed): diffusers' `from_pipe`
+casts shared modules to float32 unless told the dtype (see bench/NOTES.md).
 
 Without CUDA it runs the same code on the CPU with tiny models (tests/tiny_models.py configs, built
 in memory) at 64², 4 and 2 steps: a correctness check, not a performance number. The full-size
@@ -40,6 +42,7 @@ allocating them. Results go to bench/results/engine_gpu-<time>.json.
     python bench/engine_gpu.py --family sdxl --steps 30,4,1
     python bench/engine_gpu.py --configs-only       # just the meta-device architecture check
     python bench/engine_gpu.py --quick --dtype bfloat16   # on a CPU: tiny models, in bf16
+    python bench/engine_gpu.py --family sdxl --ops imagine_grid --speedups "none;auto;auto,compile"
 
 On a GPU machine that has torch but no diffusers (and no network), carry wheels along. Where there
 is network, with the GPU machine's Python version (add `--python-version 3.X --platform
@@ -94,6 +97,7 @@ SEED = 1234
 IMAGES = 4  # one grid
 GUIDANCE = 7.0  # with CFG; distilled step counts run at 0 (no CFG)
 ZOOM = 2.0
+OPS = ("imagine_grid", "vary_region", "zoom_out_2x")
 REGION_SIDE = 0.4  # the Region mask: a centred square this fraction of the image side
 
 # --- architectures -----------------------------------------------------------------------------------
@@ -510,11 +514,12 @@ def _region_mask(side: int) -> np.ndarray:
 
 class Journeyd:
     """journeyd's side: one DiffusionEngine per family, one profile per step count (chosen by --v),
-    all over one set of weights handed over with `share_weights`, as `load_model` does."""
+    all over one set of weights, sped up and handed over with `share_weights`, as `load_model` does."""
 
-    def __init__(self, family: str, pipe: Any, side: int, settings: list[Setting]) -> None:
+    def __init__(self, family: str, pipe: Any, side: int, settings: list[Setting], levers: frozenset[str]) -> None:
         from journeyd.config import Settings
         from journeyd.engines.diffusion import DiffusionEngine, Profile, share_weights
+        from journeyd.engines.diffusion.speedups import apply_speedups
 
         profiles = [
             Profile(
@@ -529,7 +534,7 @@ class Journeyd:
             )
             for s in settings
         ]
-        first = share_weights(profiles[0], pipe)
+        first = share_weights(profiles[0], apply_speedups(pipe, levers))
         models = [first] + [dataclasses.replace(first, profile=profile) for profile in profiles[1:]]
         self.engine = DiffusionEngine(models)
         self.max_output_pixels = Settings.model_fields["max_output_pixels"].default  # the server's default
@@ -648,8 +653,7 @@ def run_case(
     source, mask = _picture(side_px), _region_mask(side_px)
 
     def once(name: str) -> list[Any]:
-        # Random weights can overflow bf16 (NaNs cast to uint8 warn), and journeyd's per-request pipelines
-        # draw tqdm bars (from_pipe does not carry set_progress_bar_config over): the bars still run, unseen.
+        # Random weights can overflow bf16 (NaNs cast to uint8 warn); stray progress bars stay unseen.
         with warnings.catch_warnings(), open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
             warnings.simplefilter("ignore", RuntimeWarning)
             images = sides[name].call(op, setting, source, mask)
@@ -684,7 +688,9 @@ def run_case(
         probe = UNetProbe(side.unet, device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        with probe.watching():
+        # hooks on a UNet compiled whole would be traced into its graph: time that one end to end only
+        whole_compiled = getattr(side.unet, "_compiled_call_impl", None) is not None
+        with contextlib.nullcontext() if whole_compiled else probe.watching():
             _sync(device)
             start = time.perf_counter()
             once(name)
@@ -725,13 +731,17 @@ def run_case(
         else:  # the UNet was not called through the module (wrapped or graphed away): no probe numbers
             entry.update({"unet_s": None, "unet_tflops": None})
         result[name] = entry
-    jd, df = result["journeyd"], result["diffusers"]
-    if "unet_tflop_total" not in jd and "unet_tflop_total" in df:  # same model, steps and CFG: same FLOPs
-        jd["unet_tflop_total"] = df["unet_tflop_total"]
-        jd["unet_tflops_end_to_end"] = df["unet_tflop_total"] / jd["latency_s"]
-        jd["unet_flops_assumed_from"] = "diffusers (journeyd's UNet module saw no calls)"
-    result["resolution"] = result["journeyd"].get("resolution") or result["diffusers"].get("resolution")
-    result["speedup_vs_diffusers"] = result["diffusers"]["latency_s"] / result["journeyd"]["latency_s"]
+    df = result["diffusers"]
+    ours = [name for name in sides if name.startswith("journeyd")]
+    for name in ours:
+        jd = result[name]
+        if "unet_tflop_total" not in jd and "unet_tflop_total" in df:  # same model, steps and CFG: same FLOPs
+            jd["unet_tflop_total"] = df["unet_tflop_total"]
+            jd["unet_tflops_end_to_end"] = df["unet_tflop_total"] / jd["latency_s"]
+            jd["unet_flops_assumed_from"] = "diffusers (this side's UNet module was not probed)"
+    result["resolution"] = result["journeyd"].get("resolution") or df.get("resolution")
+    result["speedup_vs_diffusers"] = df["latency_s"] / result["journeyd"]["latency_s"]
+    result["speedups_vs_diffusers"] = {name: df["latency_s"] / result[name]["latency_s"] for name in ours}
     return result
 
 
@@ -787,10 +797,17 @@ def _journeyd_importable() -> None:
         sys.path.insert(0, str(ROOT / "src"))
 
 
+def side_name(index: int, levers: frozenset[str]) -> str:
+    """`journeyd` for the first lever set, `journeyd[<levers>]` for the others."""
+    return "journeyd" if index == 0 else f"journeyd[{','.join(sorted(levers)) or 'none'}]"
+
+
 def bench_family(
     family: str,
     spec: dict[str, Any],
     settings: list[Setting],
+    lever_sets: list[frozenset[str]],
+    ops: list[str],
     device: torch.device,
     dtype: torch.dtype,
     tokenizer: Any,
@@ -798,35 +815,42 @@ def bench_family(
     reps: int,
 ) -> list[dict[str, Any]]:
     """Every case of one family; its models are freed when this returns."""
-    sides = {
-        "journeyd": Journeyd(family, build_pipeline(family, spec, device, dtype, tokenizer), spec["size"], settings),
-        "diffusers": Diffusers(family, build_pipeline(family, spec, device, dtype, tokenizer), spec["size"], settings),
+    size = spec["size"]
+    sides: dict[str, Any] = {
+        side_name(i, levers): Journeyd(
+            family, build_pipeline(family, spec, device, dtype, tokenizer), size, settings, levers
+        )
+        for i, levers in enumerate(lever_sets)
     }
+    sides["diffusers"] = Diffusers(family, build_pipeline(family, spec, device, dtype, tokenizer), size, settings)
     meta_unet = _meta_unet(sides["diffusers"].unet.config, dtype)
     cases = []
     for setting in settings:
-        for op in ("imagine_grid", "vary_region", "zoom_out_2x"):
+        for op in ops:
             case = run_case(family, op, setting, sides, meta_unet, device, warmup, reps)
             cases.append(case)
-            print(
-                f"  {family} {op} {setting.steps} steps: journeyd {case['journeyd']['latency_s']:.3f} s, "
-                f"diffusers {case['diffusers']['latency_s']:.3f} s, {case['speedup_vs_diffusers']:.2f}x"
+            ours = ", ".join(
+                f"{name} {case[name]['latency_s']:.3f} s ({ratio:.2f}x)"
+                for name, ratio in case["speedups_vs_diffusers"].items()
             )
+            print(f"  {family} {op} {setting.steps} steps: diffusers {case['diffusers']['latency_s']:.3f} s; {ours}")
     return cases
 
 
 def _print_table(cases: list[dict[str, Any]]) -> None:
     columns = ("journeyd s", "diffusers s", "speedup", "img/min", "UNet TF/s", "of peak")
-    print(f"{'case':<30} " + " ".join(f"{c:>11}" for c in columns))
+    print(f"{'case':<30} {'side':<40} " + " ".join(f"{c:>11}" for c in columns))
     for case in cases:
-        jd, df = case["journeyd"], case["diffusers"]
-        name = f"{case['family']} {case['op']} {case['steps']}st"
-        tflops = f"{jd['unet_tflops']:.4g}" if jd.get("unet_tflops") else "-"
-        frac = f"{jd['unet_peak_fraction']:.1%}" if jd.get("unet_peak_fraction") else "-"
-        print(
-            f"{name:<30} {jd['latency_s']:>11.3f} {df['latency_s']:>11.3f} {case['speedup_vs_diffusers']:>10.2f}x "
-            f"{jd['images_per_min']:>11.1f} {tflops:>11} {frac:>11}"
-        )
+        df = case["diffusers"]
+        for side, ratio in case["speedups_vs_diffusers"].items():
+            jd = case[side]
+            name = f"{case['family']} {case['op']} {case['steps']}st"
+            tflops = f"{jd['unet_tflops']:.4g}" if jd.get("unet_tflops") else "-"
+            frac = f"{jd['unet_peak_fraction']:.1%}" if jd.get("unet_peak_fraction") else "-"
+            print(
+                f"{name:<30} {side:<40} {jd['latency_s']:>11.3f} {df['latency_s']:>11.3f} {ratio:>10.2f}x "
+                f"{jd['images_per_min']:>11.1f} {tflops:>11} {frac:>11}"
+            )
 
 
 # --- main -----------------------------------------------------------------------------------------------------
@@ -849,6 +873,13 @@ def main() -> int:
         default="auto",
         help="both sides' weights (default: journeyd's pick_device: bf16 on a GPU, fp32 on a CPU)",
     )
+    parser.add_argument(
+        "--speedups",
+        default="auto",
+        help="journeyd's lever sets, ';'-separated, each as JOURNEYD_SPEEDUPS takes it (default: auto); "
+        "the first is the side the targets are checked on",
+    )
+    parser.add_argument("--ops", default=",".join(OPS), help=f"comma-separated cases (default: {','.join(OPS)})")
     parser.add_argument("--configs-only", action="store_true", help="only the meta-device architecture check")
     args = parser.parse_args()
     _journeyd_importable()
@@ -856,6 +887,7 @@ def main() -> int:
     import transformers
 
     from journeyd.engines.diffusion.loading import pick_device
+    from journeyd.engines.diffusion.speedups import parse_speedups
 
     diffusers.utils.logging.set_verbosity_error()
     transformers.utils.logging.set_verbosity_error()
@@ -872,6 +904,10 @@ def main() -> int:
     steps = list(dict.fromkeys(steps))
     distilled_max = args.distilled_max_steps if args.distilled_max_steps is not None else (2 if tiny else 8)
     settings = [Setting(n, n <= distilled_max) for n in steps]
+    lever_sets = list(dict.fromkeys(parse_speedups(text, device) for text in args.speedups.split(";")))
+    ops = [op for op in args.ops.split(",") if op.strip()]
+    if unknown := set(ops) - set(OPS):
+        parser.error(f"--ops: unknown {', '.join(sorted(unknown))}; choose from {', '.join(OPS)}")
     warmup = args.warmup if args.warmup is not None else 1
     reps = args.reps if args.reps is not None else (1 if args.quick else (2 if device.type == "cpu" else 3))
 
@@ -898,15 +934,18 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="journeyd-bench-") as scratch:
         tokenizer = _tokenizer(Path(scratch) / "tokenizer")
         for family in families:
-            print(f"building {family} ({'tiny' if tiny else 'full size'}, random weights) twice: journeyd, diffusers")
-            cases += bench_family(family, specs[family], settings, device, dtype, tokenizer, warmup, reps)
+            kind = "tiny" if tiny else "full size"
+            print(f"building {family} ({kind}, random weights) for {len(lever_sets) + 1} sides")
+            cases += bench_family(
+                family, specs[family], settings, lever_sets, ops, device, dtype, tokenizer, warmup, reps
+            )
             gc.collect()
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     peaks.append(matmul_peak(device, dtype, args.quick))  # clocks may differ once warm: keep the best
     peak = max(peaks, key=lambda p: p["tflops"])
     for case in cases:
-        for name in ("journeyd", "diffusers"):
+        for name in (*case["speedups_vs_diffusers"], "diffusers"):
             tflops = case[name].get("unet_tflops")
             case[name]["unet_peak_fraction"] = tflops / peak["tflops"] if tflops else None
 
@@ -940,7 +979,7 @@ def main() -> int:
             f"{name}'s UNet ran in {case[name].get('unet_input_dtype')} with "
             f"{case[name]['unet_weights_dtype']} weights, not {intended} ({case['family']})"
             for case in cases
-            for name in ("journeyd", "diffusers")
+            for name in (*case["speedups_vs_diffusers"], "diffusers")
             if intended != case[name]["unet_weights_dtype"] or intended != case[name].get("unet_input_dtype", intended)
         }
     )
@@ -961,7 +1000,8 @@ def main() -> int:
             "dtype": str(dtype).removeprefix("torch."),
             "attention": "SDPA (torch's default backend choice), both sides",
             "baseline": "eager diffusers pipelines, own copy of the weights, no compile",
-            "journeyd": "journeyd.render.render -> DiffusionEngine, as the engine itself is configured",
+            "journeyd": "journeyd.render.render -> DiffusionEngine, with apply_speedups(levers) as load_model does",
+            "journeyd_speedups": {side_name(i, levers): sorted(levers) for i, levers in enumerate(lever_sets)},
             "images_per_call": IMAGES,
             "prompt": PROMPT,
             "guidance_with_cfg": GUIDANCE,

@@ -17,10 +17,11 @@ from journeyd.domain.errors import InvalidRequest, TaskCancelled
 from journeyd.domain.prompt import parse_prompt
 from journeyd.engines.diffusion import DiffusionEngine, ModelLoadError, ProfileError, load_model, load_profiles
 from journeyd.engines.diffusion.profiles import detect_family
+from journeyd.engines.diffusion.speedups import SpeedupError, parse_speedups
 from journeyd.runtime import build_runtime
 from tests.conftest import LOOPBACK, Flow, TestClient, box_mask, create_app, make_settings, png_data_url
 from tests.test_seed_flow import _beyond_feather
-from tests.tiny_models import export_single_file, tiny_flux, tiny_flux_fill, tiny_sd15, tiny_sdxl
+from tests.tiny_models import export_single_file, tiny_flux, tiny_flux_fill, tiny_lora, tiny_sd15, tiny_sdxl
 
 FAST = {"size": 64, "steps": 3}
 
@@ -226,10 +227,12 @@ def test_an_unmapped_version_is_a_400_over_http(tmp_path: Path, clock, models: d
 def test_each_request_gets_its_own_scheduler_of_the_configured_kind(models: dict[str, Path]) -> None:
     engine = DiffusionEngine.load(load_profiles(str(models["sdxl"]), extra={**FAST, "scheduler": "euler_trailing"}))
     model = engine.models[0]
-    first, second = model.pipeline("txt2img"), model.pipeline("inpaint")
-    assert first.scheduler is not second.scheduler and first.unet is second.unet  # shared weights, own state
-    assert type(first.scheduler).__name__ == "EulerDiscreteScheduler"
-    assert first.scheduler.config.timestep_spacing == "trailing"
+    first = model.pipeline("txt2img").scheduler
+    again, inpaint = model.pipeline("txt2img"), model.pipeline("inpaint")
+    assert again.scheduler is not first and inpaint.scheduler is not again.scheduler  # per-request state
+    assert again is model.txt2img and inpaint.unet is again.unet  # pipelines built once, weights shared
+    assert type(first).__name__ == "EulerDiscreteScheduler"
+    assert first.config.timestep_spacing == "trailing"
     with pytest.raises(ProfileError, match="scheduler 'warp' is not one of"):
         load_profiles(str(models["sdxl"]), extra={"scheduler": "warp"})
 
@@ -240,6 +243,79 @@ def test_a_half_precision_model_stays_half_precision(models: dict[str, Path]) ->
     model = load_model(load_profiles(str(models["sdxl"]), extra=FAST)[0], torch.device("cpu"), torch.bfloat16)
     for pipe in (model.txt2img, model.img2img, model.inpaint, model.pipeline("inpaint"), model.pipeline("txt2img")):
         assert pipe.unet.dtype == pipe.vae.dtype == pipe.text_encoder.dtype == torch.bfloat16
+
+
+# --- few-step LoRAs and dedicated inpainting checkpoints -------------------------------------------------------
+def test_an_lcm_lora_profile_bakes_the_lora_in_and_runs_few_steps(models: dict[str, Path], tmp_path: Path) -> None:
+    lora = tiny_lora(models["sd15"], tmp_path / "lcm-lora" / "lcm.safetensors")
+    few_steps = {**FAST, "steps": 2, "guidance": 1.0, "scheduler": "lcm"}
+    engine = DiffusionEngine.load(load_profiles(str(models["sd15"]), extra={**few_steps, "lora": str(lora)}))
+    without = DiffusionEngine.load(load_profiles(str(models["sd15"]), extra=few_steps))
+    model = engine.models[0]
+    assert type(model.pipeline("txt2img").scheduler).__name__ == "LCMScheduler"
+    assert not any("lora" in name for name, _ in model.txt2img.unet.named_modules())  # merged, adapter gone
+    seen: list[int] = []
+    prompt = parse_prompt("a paper boat")
+    ours = engine.generate(prompt, (64, 64), [5, 6], lambda done, total, preview=None: seen.append(total))
+    plain = without.generate(prompt, (64, 64), [5, 6], _quiet)
+    assert set(seen) == {2} and len({i.tobytes() for i in ours}) == 2
+    assert all(np.abs(a.astype(int) - b).mean() > 0.5 for a, b in zip(ours, plain, strict=True))  # the LoRA shows
+    off = DiffusionEngine.load(
+        load_profiles(str(models["sd15"]), extra={**few_steps, "lora": str(lora), "lora_scale": 0.0})
+    )
+    for a, b in zip(off.generate(prompt, (64, 64), [5, 6], _quiet), plain, strict=True):
+        assert np.abs(a.astype(int) - b).max() <= 1  # lora_scale 0: the base model's pictures
+    with pytest.raises(ModelLoadError, match=r"could not load LoRA '.*missing\.safetensors'"):
+        DiffusionEngine.load(
+            load_profiles(str(models["sd15"]), extra={**few_steps, "lora": str(tmp_path / "missing.safetensors")})
+        )
+
+
+def test_a_dedicated_inpainting_checkpoint_does_region_and_zoom(models: dict[str, Path], tmp_path: Path) -> None:
+    inpainting = tiny_sd15(tmp_path / "sd15-inpainting", inpaint=True)
+    engine = DiffusionEngine.load(load_profiles(str(models["sd15"]), extra={**FAST, "inpaint_model": str(inpainting)}))
+    model = engine.models[0]
+    assert model.inpaint.unet.config.in_channels == 9 and model.txt2img.unet.config.in_channels == 4
+    prompt = parse_prompt("a blue door")
+    image = engine.generate(prompt, (64, 64), [3], _quiet)[0]
+    mask = np.zeros((64, 64), bool)
+    mask[8:24, 30:50] = True
+    for kind in ("region", "outpaint"):
+        candidates = engine.inpaint(image, mask, prompt, [1, 2, 3, 4], kind, _quiet)
+        assert [c.shape for c in candidates] == [image.shape] * 4
+        assert len({c[mask].tobytes() for c in candidates}) == 4
+
+
+# --- speed-ups -----------------------------------------------------------------------------------------------
+def test_speedups_are_chosen_per_device_and_bad_names_are_refused() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert parse_speedups(None, cpu) == parse_speedups("auto", cpu) == frozenset()
+    assert parse_speedups("auto", cuda) == {"channels_last", "fused_qkv"}
+    assert parse_speedups("auto, compile", cuda) == {"channels_last", "fused_qkv", "compile"}
+    assert parse_speedups("none", cuda) == frozenset()
+    with pytest.raises(SpeedupError, match="'warp' is not one of auto, none, channels_last"):
+        parse_speedups("channels_last,warp", cpu)
+
+
+def test_compiled_fused_channels_last_model_draws_the_same_pictures(
+    models: dict[str, Path], sd15: DiffusionEngine
+) -> None:
+    """Every lever at once (regional torch.compile included, on the CPU here): the pictures are the
+    plain model's to within rounding, --tile still works, and a second size recompiles instead of failing."""
+    fast = DiffusionEngine.load(
+        load_profiles(str(models["sd15"]), extra=FAST), speedups="channels_last,fused_qkv,compile"
+    )
+    unet = fast.models[0].txt2img.unet
+    assert type(unet.attn_processors["mid_block.attentions.0.transformer_blocks.0.attn1.processor"]).__name__ == (
+        "FusedAttnProcessor2_0"
+    )
+    assert unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    for prompt, size in (("a lighthouse", (64, 64)), ("a lighthouse --ar 2:1", (96, 48)), ("bricks --tile", (64, 64))):
+        spec = parse_prompt(prompt)
+        ours = fast.generate(spec, size, [3, 4], _quiet)
+        plain = sd15.generate(spec, size, [3, 4], _quiet)
+        for a, b in zip(ours, plain, strict=True):
+            assert np.abs(a.astype(int) - b).max() <= 2
 
 
 # --- FLUX.1 (with FLUX.1-Fill for Region, Zoom and Pan) --------------------------------------------------------

@@ -192,6 +192,26 @@ def tiny_sd15(directory: Path, *, inpaint: bool = False) -> Path:
     return directory
 
 
+def tiny_lora(model: Path, target: Path, *, rank: int = 4) -> Path:
+    """Save a LoRA for the UNet of the tiny SD 1.5 or SDXL model in `model` as `target` (one
+    .safetensors file in diffusers' LoRA format, as LCM-LoRA ships), with random non-zero weights so
+    that it visibly changes the pictures."""
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    pipe = DiffusionPipeline.from_pretrained(model, local_files_only=True)
+    torch.manual_seed(1)
+    config = LoraConfig(
+        r=rank, lora_alpha=rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False
+    )
+    pipe.unet.add_adapter(config)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    type(pipe).save_lora_weights(
+        target.parent, unet_lora_layers=get_peft_model_state_dict(pipe.unet), weight_name=target.name
+    )
+    return target
+
+
 def tiny_sdxl(directory: Path, *, inpaint: bool = False) -> Path:
     """Save a tiny SDXL pipeline (9-channel inpainting UNet if `inpaint`) to `directory`; vae_scale_factor is 2.
 

@@ -34,6 +34,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "models",
         "model_family",
         "device",
+        "speedups",
     ):
         value = getattr(args, name, None)
         if value is not None:
@@ -212,6 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve_parser.add_argument("--models", help="diffusers: TOML file of [[profile]] tables mapping --v to models")
     serve_parser.add_argument("--model-family", help="diffusers: sd15 or sdxl, when it cannot be told")
     serve_parser.add_argument("--device", help="diffusers: cuda, mps or cpu (default: the best there is)")
+    serve_parser.add_argument(
+        "--speedups", help="diffusers: auto (default), none, or channels_last,fused_qkv,compile,cuda_graphs"
+    )
     serve_parser.add_argument("--workers", type=int, help="in-process worker threads (default 1)")
     serve_parser.add_argument("--public-url", help="base URL clients reach this server at")
     serve_parser.add_argument("--prices", help="price table: JSON/TOML file or inline JSON (billing off if unset)")

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     model_family: str | None = Field(None, description="diffusers: sd15 or sdxl, when it cannot be told")
     models: str | None = Field(None, description="diffusers: a TOML file of [[profile]] tables, --v to model")
     device: str | None = Field(None, description="diffusers: cuda, mps or cpu (default: the best there is)")
+    speedups: str = Field(
+        "auto", description="diffusers: auto, none, or channels_last,fused_qkv,compile,cuda_graphs (comma-separated)"
+    )
     workers: int = Field(1, ge=0, description="In-process worker threads; 0 leaves tasks queued")
     classic_size: int = Field(512, ge=64, le=2048, description="Side of a square classic-engine image")
 

@@ -96,7 +96,8 @@ def _blend(parent: Image, candidates: list[Image], mask: Mask, feather_px: int) 
     """Colour-match each candidate to the parent around the mask, then composite it through the
     feather: the new region agrees with its surroundings, and pixels beyond stay the parent's."""
     weights = feather_weights(mask, feather_px)
-    return [composite(parent, match_colour(c, parent, mask, feather_px), weights) for c in candidates]
+    ring = (weights > 0) & ~mask  # the feather's ramp: within feather_px outside the mask
+    return [composite(parent, match_colour(c, parent, ring), weights) for c in candidates]
 
 
 def _fit(source: Image, max_pixels: int, make_canvas) -> Canvas:  # type: ignore[no-untyped-def]

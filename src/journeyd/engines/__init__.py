@@ -18,6 +18,8 @@ def load_engine(settings: Settings) -> Engine:
         from journeyd.engines.diffusion import DiffusionEngine, load_profiles
 
         return DiffusionEngine.load(
-            load_profiles(settings.model, settings.models, settings.model_family), device=settings.device
+            load_profiles(settings.model, settings.models, settings.model_family),
+            device=settings.device,
+            speedups=settings.speedups,
         )
     raise ValueError(f"unknown engine {settings.engine!r}; choose one of: {', '.join(ENGINES)}")

@@ -37,12 +37,15 @@ def feather_weights(mask: np.ndarray, feather_px: int) -> np.ndarray:
 
 
 def composite(parent: np.ndarray, candidate: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Blend `candidate` into `parent`; pixels with weight 0 are the parent's, bit for bit."""
+    """Blend `candidate` into `parent`; pixels with weight 0 are the parent's, bit for bit, and
+    pixels with weight 1 the candidate's. Arithmetic is done only on the feather's ramp, which is a
+    thin band: the rest is copied."""
     if parent.shape != candidate.shape:
         raise ValueError(f"candidate {candidate.shape} does not match parent {parent.shape}")
-    w = weights[..., None]
-    blended = parent.astype(np.float32) + (candidate.astype(np.float32) - parent.astype(np.float32)) * w
-    out = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
-    keep = weights <= 0
-    out[keep] = parent[keep]
+    out = parent.copy()
+    cv2.copyTo(candidate, (weights >= 1).astype(np.uint8), out)
+    ramp = np.nonzero((weights > 0) & (weights < 1))
+    w = weights[ramp][:, None]
+    under, over = parent[ramp].astype(np.float32), candidate[ramp].astype(np.float32)
+    out[ramp] = np.clip(np.rint(under + (over - under) * w), 0, 255).astype(np.uint8)
     return out

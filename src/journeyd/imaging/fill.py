@@ -37,20 +37,30 @@ def blur_fill(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         # Nothing to fill, or nothing to fill it from.
         return image.copy()
 
-    known = ~hole if image.ndim == 2 else np.repeat(~hole[..., None], image.shape[2], axis=2)
+    known = (~hole).astype(np.uint8)
     source = image.astype(np.float32)
     current = source.copy()
     height, width = hole.shape
+    rows, cols = np.nonzero(hole.any(axis=1))[0], np.nonzero(hole.any(axis=0))[0]
     for kernel, passes in _SCHEDULE:
         # A kernel wider than the image only averages reflections of it; clamp to keep cv2 happy.
         k = max(1, min(kernel, height, width))
+        # Only the hole changes (known pixels are put back), and a blurred hole pixel reads k/2
+        # around it: blurring the hole's bounding box plus that margin gives the same hole.
+        margin = k // 2 + 1
+        box = (
+            slice(max(0, rows[0] - margin), min(height, rows[-1] + 1 + margin)),
+            slice(max(0, cols[0] - margin), min(width, cols[-1] + 1 + margin)),
+        )
+        work, work_source, work_known = current[box].copy(), source[box], known[box]
         for _ in range(passes):
-            current = cv2.blur(current, (k, k))
-            np.copyto(current, source, where=known)
+            work = cv2.blur(work, (k, k))
+            cv2.copyTo(work_source, work_known, work)
+        current[box] = work
 
     if np.issubdtype(image.dtype, np.integer):
         info = np.iinfo(image.dtype)
         current = np.clip(np.rint(current), info.min, info.max)
     result = current.astype(image.dtype)
-    np.copyto(result, image, where=known)
+    np.copyto(result, image, where=(known > 0) if image.ndim == 2 else (known > 0)[..., None])
     return result

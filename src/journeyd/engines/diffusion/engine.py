@@ -25,6 +25,7 @@ from journeyd.engines.base import Image, InpaintKind, Mask, Progress, UpscaleMod
 from journeyd.engines.diffusion import previews
 from journeyd.engines.diffusion.loading import LoadedModel, load_model, pick_device
 from journeyd.engines.diffusion.profiles import Profile, Versions
+from journeyd.engines.diffusion.speedups import denoiser, eager, parse_speedups
 from journeyd.imaging.crop import context_box
 from journeyd.imaging.fill import blur_fill
 
@@ -75,10 +76,14 @@ class DiffusionEngine:
         self.versions = Versions(tuple(model.profile for model in models))
 
     @classmethod
-    def load(cls, profiles: Sequence[Profile], *, device: str | None = None) -> DiffusionEngine:
-        """Load every profile's model now, on the best device there is (ModelLoadError if one fails)."""
+    def load(
+        cls, profiles: Sequence[Profile], *, device: str | None = None, speedups: str | None = None
+    ) -> DiffusionEngine:
+        """Load every profile's model now, on the best device there is, with the speed-ups asked for
+        (`JOURNEYD_SPEEDUPS`; see speedups.py). ModelLoadError if one fails."""
         where, dtype = pick_device(device)
-        return cls([load_model(profile, where, dtype) for profile in profiles])
+        levers = parse_speedups(speedups, where)
+        return cls([load_model(profile, where, dtype, levers) for profile in profiles])
 
     # --- which model ------------------------------------------------------------------------------
     def check(self, prompt: PromptSpec) -> None:
@@ -319,25 +324,22 @@ def _spread(embeds: torch.Tensor, chaos: int | None, seeds: Sequence[int]) -> to
 
 @contextmanager
 def _circular(model: LoadedModel, tile: bool) -> Iterator[None]:
-    """--tile: seamless textures by padding every convolution circularly for this call."""
+    """--tile: seamless textures by padding every convolution circularly for this call (eagerly: a
+    compiled graph would not see the change)."""
     if not tile:
         yield
         return
-    modules = [_denoiser(model.txt2img), model.txt2img.vae]
+    modules = [denoiser(model.txt2img), model.txt2img.vae]
     convs = [m for module in modules for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
     saved = [conv.padding_mode for conv in convs]
     for conv in convs:
         conv.padding_mode = "circular"
     try:
-        yield
+        with eager():
+            yield
     finally:
         for conv, mode in zip(convs, saved, strict=True):
             conv.padding_mode = mode
-
-
-def _denoiser(pipe: Any) -> torch.nn.Module:
-    """The UNet, or FLUX's transformer."""
-    return pipe.unet if getattr(pipe, "unet", None) is not None else pipe.transformer
 
 
 def _multiple(model: LoadedModel) -> int:

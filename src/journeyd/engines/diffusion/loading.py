@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from journeyd.engines.diffusion.profiles import Profile
+from journeyd.engines.diffusion.speedups import apply_speedups
 
 
 class ModelLoadError(RuntimeError):
@@ -81,8 +82,13 @@ def _load(cls: Any, source: str, dtype: torch.dtype, config: str | None = None) 
     except ModelLoadError:
         raise
     except Exception as error:  # diffusers raises many kinds; all mean "this model is not usable"
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelLoadError(f"could not load model {source!r}: {type(error).__name__}: {reason}") from error
+        raise ModelLoadError(f"could not load model {source!r}: {type(error).__name__}: {_reason(error)}") from error
+
+
+def _reason(error: Exception) -> str:
+    """The first line of what a library said, which is the part that names the problem."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def make_scheduler(kind: str, base: Any) -> Any:
@@ -120,11 +126,21 @@ class LoadedModel:
     inpaint: Any
     lock: threading.Lock = field(default_factory=threading.Lock)
     preview_map: Any = None  # latent-to-RGB for step previews, fitted on first use (see previews.py)
+    schedulers: dict[str, Any] = field(init=False)  # each pipeline's scheduler as loaded: the template
+
+    def __post_init__(self) -> None:
+        self.schedulers = {kind: self.pipeline_of(kind).scheduler for kind in ("txt2img", "img2img", "inpaint")}
+
+    def pipeline_of(self, kind: str) -> Any:
+        return {"txt2img": self.txt2img, "img2img": self.img2img, "inpaint": self.inpaint}[kind]
 
     def pipeline(self, kind: str) -> Any:
-        """A pipeline for one request: shared weights, its own scheduler."""
-        base = {"txt2img": self.txt2img, "img2img": self.img2img, "inpaint": self.inpaint}[kind]
-        return _derive(type(base), base, scheduler=make_scheduler(self.profile.scheduler, base.scheduler))
+        """The pipeline for one request, given a fresh scheduler of the profile's kind. Call it holding
+        `lock`: a pipeline keeps per-call state (its scheduler, guidance, step count). The pipelines
+        are built once: building one per request (`from_pipe`) costs tens of ms for a large model."""
+        pipe = self.pipeline_of(kind)
+        pipe.scheduler = make_scheduler(self.profile.scheduler, self.schedulers[kind])
+        return pipe
 
 
 def _derive(cls: Any, base: Any, **components: Any) -> Any:
@@ -136,17 +152,40 @@ def _derive(cls: Any, base: Any, **components: Any) -> Any:
     return pipe
 
 
-def load_model(profile: Profile, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+def load_model(
+    profile: Profile, device: torch.device, dtype: torch.dtype, speedups: frozenset[str] = frozenset()
+) -> LoadedModel:
+    """Load a profile's model (and its dedicated inpainting model) onto `device`, with `speedups`."""
     text2img_cls, _, _, dedicated_cls = _pipeline_classes(profile.family)
     txt2img = _load(text2img_cls, profile.model, dtype, profile.config)
     if profile.lora:
-        try:
-            txt2img.load_lora_weights(profile.lora, local_files_only=_offline())
-            txt2img.fuse_lora()
-        except Exception as error:
-            raise ModelLoadError(f"could not load LoRA {profile.lora!r} for {profile.model!r}: {error}") from error
+        _bake_lora(txt2img, profile)
     inpaint = _load(dedicated_cls, profile.inpaint_model, dtype) if profile.inpaint_model else None
-    return share_weights(profile, txt2img.to(device), inpaint.to(device) if inpaint is not None else None)
+    pipes = [pipe.to(device) for pipe in (txt2img, inpaint) if pipe is not None]
+    for pipe in pipes:
+        try:
+            apply_speedups(pipe, speedups)
+        except Exception as error:  # e.g. fused QKV on a UNet with added KV projections
+            raise ModelLoadError(
+                f"model {profile.model!r}: speed-ups {', '.join(sorted(speedups))} failed: {error}"
+            ) from error
+    return share_weights(profile, *pipes)
+
+
+def _bake_lora(pipe: Any, profile: Profile) -> None:
+    """Merge the profile's LoRA (LCM-LoRA, a style LoRA: a .safetensors file, a folder or a hub id)
+    into the weights, then drop the adapter: plain modules cost nothing per step, and take fused
+    QKV and compiling like any other."""
+    source = Path(profile.lora or "").expanduser()
+    where = {"weight_name": source.name} if source.is_file() else {}
+    try:
+        pipe.load_lora_weights(
+            str(source.parent) if source.is_file() else profile.lora, local_files_only=_offline(), **where
+        )
+        pipe.fuse_lora(lora_scale=profile.lora_scale)
+        pipe.unload_lora_weights()
+    except Exception as error:  # a missing file, a LoRA for another architecture, no PEFT installed
+        raise ModelLoadError(f"could not load LoRA {profile.lora!r} for {profile.model!r}: {_reason(error)}") from error
 
 
 def share_weights(profile: Profile, txt2img: Any, inpaint: Any | None = None) -> LoadedModel:

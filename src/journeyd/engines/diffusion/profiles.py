@@ -28,6 +28,15 @@ The operator names one model (`JOURNEYD_MODEL`, every version maps to it) or sev
     steps = 4
     guidance = 0.0
     scheduler = "euler_trailing"
+
+    [[profile]]
+    name = "lcm"
+    model = "stabilityai/stable-diffusion-xl-base-1.0"
+    lora = "latent-consistency/lcm-lora-sdxl"   # merged into the weights at load; lora_scale = 1.0
+    versions = ["5.2"]
+    steps = 4
+    guidance = 1.0
+    scheduler = "lcm"
 """
 
 from __future__ import annotations
@@ -71,7 +80,8 @@ class Profile:
     guidance: float = 7.0
     size: int = 0  # side of a square image at the model's native area; 0 = the family's
     scheduler: str = "default"
-    lora: str | None = None
+    lora: str | None = None  # merged into the weights at load (LCM-LoRA: with scheduler "lcm", ~4 steps)
+    lora_scale: float = 1.0
     config: str | None = None  # for a single-file model: a diffusers folder or hub id with its configs
     text_tokens: int = 0  # FLUX: T5 tokens of prompt (max_sequence_length); 0 = the pipeline's 512
     negative_guidance: float = 2.0  # FLUX has no negative prompt but through "true CFG": its scale for --no
@@ -142,6 +152,7 @@ def profile_from(values: dict[str, Any]) -> Profile:
         size=int(values.get("size", 0)),
         scheduler=scheduler,
         lora=values.get("lora"),
+        lora_scale=float(values.get("lora_scale", 1.0)),
         config=values.get("config"),
         text_tokens=int(values.get("text_tokens", 0)),
         negative_guidance=float(values.get("negative_guidance", 2.0)),

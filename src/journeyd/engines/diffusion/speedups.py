@@ -1,0 +1,77 @@
+"""Speed-ups applied once to a loaded model's modules, before its pipelines are built.
+
+Each lever is one of `LEVERS`, chosen with `JOURNEYD_SPEEDUPS` (comma-separated, or `auto`/`none`):
+
+* `channels_last`: the denoiser and VAE in NHWC, the layout cuDNN's fast convolutions use (FLUX's
+  transformer has no convolutions; its VAE still gains);
+* `fused_qkv`: one GEMM for q, k and v (k and v in cross-attention) instead of three;
+* `compile`: regional `torch.compile` of the denoiser's repeated blocks (diffusers'
+  `compile_repeated_blocks`), so one compiled block serves all its copies and compiling takes
+  seconds, not minutes;
+* `cuda_graphs`: the whole denoiser compiled with CUDA graphs (`mode="reduce-overhead"`), which
+  removes per-kernel launch cost; it replaces `compile` when both are asked for.
+
+`auto` is what has no start-up cost and no risk on the device at hand: on CUDA, `channels_last`
+and `fused_qkv`; elsewhere nothing. Compiling stays opt-in until the GPU benchmark shows what it
+buys (see bench/NOTES.md). A lever the model cannot take (fused QKV on a UNet with added KV
+projections) fails at start-up, naming it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+LEVERS = ("channels_last", "fused_qkv", "compile", "cuda_graphs")
+AUTO_ON_CUDA = frozenset({"channels_last", "fused_qkv"})
+
+
+class SpeedupError(ValueError):
+    """A JOURNEYD_SPEEDUPS value that names no lever."""
+
+
+def parse_speedups(text: str | None, device: torch.device) -> frozenset[str]:
+    """The levers a setting asks for on `device`: `auto` (the default), `none`, or a comma list
+    (which may include `auto`, e.g. `auto,compile`)."""
+    chosen: set[str] = set()
+    for word in (text or "auto").replace(" ", "").lower().split(","):
+        if word == "auto":
+            chosen |= AUTO_ON_CUDA if device.type == "cuda" else set()
+        elif word in LEVERS:
+            chosen.add(word)
+        elif word not in ("none", ""):
+            raise SpeedupError(f"JOURNEYD_SPEEDUPS: {word!r} is not one of auto, none, {', '.join(LEVERS)}")
+    return frozenset(chosen)
+
+
+def denoiser(pipe: Any) -> torch.nn.Module:
+    """The UNet, or FLUX's transformer."""
+    return pipe.unet if getattr(pipe, "unet", None) is not None else pipe.transformer
+
+
+def apply_speedups(pipe: Any, levers: frozenset[str]) -> Any:
+    """Pull `levers` on the modules of `pipe` (in place; the pipelines built from it share them)."""
+    net, vae = denoiser(pipe), pipe.vae
+    if "fused_qkv" in levers:
+        net.fuse_qkv_projections()
+        vae.fuse_qkv_projections()
+    if "channels_last" in levers:
+        for module in (net, vae):
+            module.to(memory_format=torch.channels_last)
+    if "cuda_graphs" in levers:
+        net.compile(mode="reduce-overhead", fullgraph=True)
+    elif "compile" in levers:
+        net.compile_repeated_blocks(fullgraph=True)
+    pipe.speedups = levers
+    return pipe
+
+
+@contextmanager
+def eager() -> Iterator[None]:
+    """Run compiled modules eagerly for one call: for calls that change the modules themselves
+    (--tile switches convolutions to circular padding), which a compiled graph would not see."""
+    with torch.compiler.set_stance("force_eager"):
+        yield
