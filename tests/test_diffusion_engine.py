@@ -134,6 +134,22 @@ def test_progress_is_monotonic_and_a_cancel_stops_at_the_next_step(sd15: Diffusi
     assert calls == [1]
 
 
+def test_multi_prompt_parts_are_blended_by_weight(sd15: DiffusionEngine) -> None:
+    """`a:: b` blends two concepts (not the phrase "a b"); a part's weight is its share of the blend."""
+
+    def draw(text: str) -> np.ndarray:
+        return sd15.generate(parse_prompt(text), (64, 64), [11], _quiet)[0].astype(int)
+
+    tower, slides = draw("lowest tower"), draw("newer slides")
+    assert np.abs(draw("lowest tower::1 newer slides::0.0001") - tower).max() <= 2  # a negligible part
+    assert np.abs(draw("newer slides::1000 lowest tower") - slides).max() <= 2
+    blend, phrase = draw("lowest tower:: newer slides"), draw("lowest tower, newer slides")
+    for other in (tower, slides, phrase):
+        assert np.abs(blend - other).mean() > 0.5
+    assert np.abs(draw("lowest tower::3 newer slides") - blend).mean() > 0.5  # weights matter
+    assert np.abs(draw("lowest tower::3 newer slides") - tower).mean() < np.abs(blend - tower).mean()
+
+
 def test_vary_upscale_and_tile(sd15: DiffusionEngine) -> None:
     prompt = parse_prompt("a castle")
     image = sd15.generate(prompt, (64, 64), [5], _quiet)[0]
@@ -337,6 +353,8 @@ def test_flux_imagine_and_negative_prompts_through_true_cfg(flux: DiffusionEngin
     without = flux.generate(parse_prompt("a glass teapot"), (64, 64), [9], _quiet)[0]
     with_no = flux.generate(parse_prompt("a glass teapot --no steam"), (64, 64), [9], _quiet)[0]
     assert not np.array_equal(without, with_no)  # --no costs a second pass, and changes the picture
+    blended = flux.generate(parse_prompt("a glass teapot:: steam::2"), (64, 64), [9], _quiet)[0]
+    assert not np.array_equal(blended, without)  # the T5 and CLIP conditionings are blended
 
 
 def test_flux_region_zoom_and_pan_use_fill_and_keep_unmasked_pixels(

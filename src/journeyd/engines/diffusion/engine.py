@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from journeyd.domain.errors import InvalidRequest
-from journeyd.domain.prompt import PromptSpec
+from journeyd.domain.prompt import PromptSpec, WeightedPart
 from journeyd.engines.base import Image, InpaintKind, Mask, Progress, UpscaleMode
 from journeyd.engines.diffusion import previews
 from journeyd.engines.diffusion.loading import LoadedModel, load_model, pick_device
@@ -259,14 +259,30 @@ class DiffusionEngine:
 def _conditioning(
     pipe: Any, profile: Profile, prompt: PromptSpec, count: int, guided: bool, seeds: Sequence[int]
 ) -> dict[str, Any]:
-    """Prompt embeddings for `count` candidates. --chaos moves each candidate's conditioning a
-    seeded random step apart, so the grid spreads out; --no and negative weights are the
-    negative prompt."""
-    text = ", ".join(part.text for part in prompt.parts if part.weight > 0) or prompt.text
-    negative = prompt.negative or None
+    """Prompt embeddings for `count` candidates. A multi-prompt (`hot:: dog::2`) is encoded part by
+    part and the parts' conditionings are averaged by weight, as Midjourney blends separate concepts;
+    --no and negative-weight parts are the negative prompt. --chaos then moves each candidate's
+    conditioning a seeded random step apart, so the grid spreads out."""
+    parts = [part for part in prompt.parts if part.weight > 0] or [WeightedPart(prompt.text, 1.0)]
+    out = _encode(pipe, profile, parts[0].text, prompt.negative or None, count, guided)
+    if len(parts) > 1:
+        others = [_encode(pipe, profile, part.text, None, count, False) for part in parts[1:]]
+        total = sum(part.weight for part in parts)
+        for key in ("prompt_embeds", "pooled_prompt_embeds"):
+            if key in out:
+                tensors = [out[key], *(other[key] for other in others)]
+                out[key] = sum(t * (part.weight / total) for t, part in zip(tensors, parts, strict=True))
+    out["prompt_embeds"] = _spread(out["prompt_embeds"], prompt.chaos, seeds)
+    if profile.family == "sdxl":
+        out["pooled_prompt_embeds"] = _spread(out["pooled_prompt_embeds"], prompt.chaos, seeds)
+    return out
+
+
+def _encode(pipe: Any, profile: Profile, text: str, negative: str | None, count: int, guided: bool) -> dict[str, Any]:
+    """One text's conditioning (and the negative's, if guided) as the pipeline's keyword arguments."""
     device = pipe._execution_device
     if profile.family == "flux":
-        return _flux_conditioning(pipe, profile, text, negative, count, prompt.chaos, seeds)
+        return _flux_encode(pipe, profile, text, negative, count)
     if profile.family == "sdxl":
         embeds, negative_embeds, pooled, negative_pooled = pipe.encode_prompt(
             text,
@@ -275,20 +291,15 @@ def _conditioning(
             do_classifier_free_guidance=guided,
             negative_prompt=negative,
         )
-        pooled = _spread(pooled, prompt.chaos, seeds)
-        out = {"pooled_prompt_embeds": pooled, "negative_pooled_prompt_embeds": negative_pooled}
-    else:
-        embeds, negative_embeds = pipe.encode_prompt(text, device, count, guided, negative)
-        out = {}
-    out["prompt_embeds"] = _spread(embeds, prompt.chaos, seeds)
-    if guided:
-        out["negative_prompt_embeds"] = negative_embeds
-    return out
+        out = {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
+        if guided:
+            out |= {"negative_prompt_embeds": negative_embeds, "negative_pooled_prompt_embeds": negative_pooled}
+        return out
+    embeds, negative_embeds = pipe.encode_prompt(text, device, count, guided, negative)
+    return {"prompt_embeds": embeds, **({"negative_prompt_embeds": negative_embeds} if guided else {})}
 
 
-def _flux_conditioning(
-    pipe: Any, profile: Profile, text: str, negative: str | None, count: int, chaos: int | None, seeds: Sequence[int]
-) -> dict[str, Any]:
+def _flux_encode(pipe: Any, profile: Profile, text: str, negative: str | None, count: int) -> dict[str, Any]:
     """FLUX is guidance-distilled: no negative prompt, except by "true CFG" (a second pass), which
     only the base pipelines have (FLUX.1-Fill has none); --no pays for it only when given."""
     tokens = {"max_sequence_length": profile.text_tokens} if profile.text_tokens else {}
@@ -296,7 +307,7 @@ def _flux_conditioning(
     embeds, pooled, _ = pipe.encode_prompt(
         prompt=text, prompt_2=None, device=device, num_images_per_prompt=count, **tokens
     )
-    out = {"prompt_embeds": _spread(embeds, chaos, seeds), "pooled_prompt_embeds": pooled, **tokens}
+    out = {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled, **tokens}
     if negative and "negative_prompt_embeds" in inspect.signature(pipe.__call__).parameters:
         negative_embeds, negative_pooled, _ = pipe.encode_prompt(
             prompt=negative, prompt_2=None, device=device, num_images_per_prompt=count, **tokens
