@@ -11,6 +11,8 @@ machine, for each family and step count (default 30 and 4):
     image + mask at the model size;
   * Zoom Out 2x: `render` with a Zoom task (2x canvas, outpaint, composite at 2x) against the plain
     inpaint pipeline on the zoomed-out canvas resized to the model size.
+  * Two Imagine tasks queued back to back (lever 7, batching): `render_batch`, the one call the
+    worker makes for them with JOURNEYD_BATCH_TASKS >= 2, against two plain pipeline calls.
 
 Each is reported as latency (median of timed runs after a warm-up; torch.cuda.synchronize() around
 each), images/min, speed-up over diffusers, and the UNet's achieved TFLOP/s against a bf16 matmul
@@ -97,7 +99,8 @@ SEED = 1234
 IMAGES = 4  # one grid
 GUIDANCE = 7.0  # with CFG; distilled step counts run at 0 (no CFG)
 ZOOM = 2.0
-OPS = ("imagine_grid", "vary_region", "zoom_out_2x")
+OPS = ("imagine_grid", "vary_region", "zoom_out_2x", "imagine_2_tasks")
+TASKS = {"imagine_2_tasks": 2, "imagine_grid": 1, "vary_region": 1, "zoom_out_2x": 1}  # tasks (grids) per case
 REGION_SIDE = 0.4  # the Region mask: a centred square this fraction of the image side
 
 # --- architectures -----------------------------------------------------------------------------------
@@ -548,10 +551,11 @@ class Journeyd:
         from journeyd.domain.lifecycle import Action, Op, Speed, Status
         from journeyd.domain.prompt import PromptSpec
         from journeyd.domain.task import Task
-        from journeyd.render import Inputs, render
+        from journeyd.render import Inputs, render, render_batch
 
         action, task_op, args, inputs = {
             "imagine_grid": (Action.IMAGINE, Op.GENERATE, {}, Inputs()),
+            "imagine_2_tasks": (Action.IMAGINE, Op.GENERATE, {}, Inputs()),
             "vary_region": (Action.INPAINT, Op.VARY_REGION, {}, Inputs(source=source, mask=mask)),
             "zoom_out_2x": (Action.ZOOM, Op.ZOOM_OUT, {"zoom": ZOOM}, Inputs(source=source)),
         }[op]
@@ -570,6 +574,9 @@ class Journeyd:
             updated_at=0,
             args=args,
         )
+        if op == "imagine_2_tasks":  # two queued tasks in one call, as the worker batches them
+            other = dataclasses.replace(task, id="bench-2", seed=SEED + IMAGES)
+            return [i for r in render_batch([task, other], self.engine, [_quiet, _quiet]) for i in r.images]
         return render(task, inputs, self.engine, _quiet, max_output_pixels=self.max_output_pixels).images
 
 
@@ -625,6 +632,8 @@ class Diffusers:
         }
         if op == "imagine_grid":
             return self._pipe(False, setting)(PROMPT, **common).images
+        if op == "imagine_2_tasks":  # two tasks, one call each, as a server without batching runs them
+            return [i for _ in range(2) for i in self._pipe(False, setting)(PROMPT, **common).images]
         image, mask_image = self.inputs[op]
         return self._pipe(True, setting)(PROMPT, image=image, mask_image=mask_image, strength=1.0, **common).images
 
@@ -657,8 +666,8 @@ def run_case(
         with warnings.catch_warnings(), open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
             warnings.simplefilter("ignore", RuntimeWarning)
             images = sides[name].call(op, setting, source, mask)
-        if len(images) != IMAGES:
-            raise AssertionError(f"{name} {op}: {len(images)} images, not {IMAGES}")
+        if len(images) != IMAGES * TASKS[op]:
+            raise AssertionError(f"{name} {op}: {len(images)} images, not {IMAGES * TASKS[op]}")
         return images
 
     for _ in range(warmup):
@@ -701,7 +710,7 @@ def run_case(
         entry: dict[str, Any] = {
             "latency_s": latency,
             "runs_s": runs[name],
-            "images_per_min": IMAGES * 60 / latency,
+            "images_per_min": IMAGES * TASKS[op] * 60 / latency,
             "output": outputs[name],
             "unet_calls": probe.calls,
             "unet_weights_dtype": str(next(side.unet.parameters()).dtype).removeprefix("torch."),

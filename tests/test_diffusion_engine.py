@@ -14,16 +14,21 @@ import pytest
 import torch
 
 from journeyd.domain.errors import InvalidRequest, TaskCancelled
+from journeyd.domain.lifecycle import Status
 from journeyd.domain.prompt import parse_prompt
 from journeyd.engines.diffusion import DiffusionEngine, ModelLoadError, ProfileError, load_model, load_profiles
 from journeyd.engines.diffusion.profiles import detect_family
 from journeyd.engines.diffusion.speedups import SpeedupError, parse_speedups
+from journeyd.imaging.codec import decode_png
+from journeyd.render import seeds_for
 from journeyd.runtime import build_runtime
+from journeyd.service import Caller
 from tests.conftest import LOOPBACK, Flow, TestClient, box_mask, create_app, make_settings, png_data_url
 from tests.test_seed_flow import _beyond_feather
 from tests.tiny_models import export_single_file, tiny_flux, tiny_flux_fill, tiny_lora, tiny_sd15, tiny_sdxl
 
 FAST = {"size": 64, "steps": 3}
+LOCAL = Caller(None)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -259,6 +264,77 @@ def test_a_half_precision_model_stays_half_precision(models: dict[str, Path]) ->
     model = load_model(load_profiles(str(models["sdxl"]), extra=FAST)[0], torch.device("cpu"), torch.bfloat16)
     for pipe in (model.txt2img, model.img2img, model.inpaint, model.pipeline("inpaint"), model.pipeline("txt2img")):
         assert pipe.unet.dtype == pipe.vae.dtype == pipe.text_encoder.dtype == torch.bfloat16
+
+
+# --- several queued Imagine tasks in one call -----------------------------------------------------------------
+def _spy_on_batches(engine: DiffusionEngine, monkeypatch: pytest.MonkeyPatch, between_steps=None) -> list[list[str]]:  # type: ignore[no-untyped-def]
+    """Record the prompts of every pipeline call the engine makes for Imagine; `between_steps` runs
+    before each step is reported."""
+    calls: list[list[str]] = []
+    real = engine.generate_batch
+
+    def spy(jobs, size, progress):  # type: ignore[no-untyped-def]
+        calls.append([prompt.text for prompt, _ in jobs])
+        if between_steps is not None:
+            first = progress[0]
+
+            def report(done, total, preview=None):  # type: ignore[no-untyped-def]
+                between_steps(done)
+                first(done, total, preview)
+
+            progress = [report, *progress[1:]]
+        return real(jobs, size, progress)
+
+    monkeypatch.setattr(engine, "generate_batch", spy)
+    return calls
+
+
+def test_compatible_imagines_queued_back_to_back_share_one_call(
+    tmp_path: Path, clock, sd15: DiffusionEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    runtime = build_runtime(make_settings(tmp_path, batch_tasks=3), clock=clock, seed=3, engine=sd15)
+    calls = _spy_on_batches(sd15, monkeypatch)
+    imagine = runtime.service.imagine
+    tower, slides = imagine(LOCAL, "lowest tower --seed 5"), imagine(LOCAL, "newer slides --seed 9 --chaos 30")
+    wide = imagine(LOCAL, "lowest tower --ar 2:1 --seed 5")  # another size: another call
+    later = imagine(LOCAL, "newer slides --seed 9")  # fits the first call, but is never run before `wide`
+    assert runtime.run_pending() == 3
+    assert calls == [["lowest tower", "newer slides"], ["lowest tower"], ["newer slides"]]
+    for task in (tower, slides, wide, later):
+        done = runtime.store.get_task(task.id)
+        assert done is not None and done.status is Status.SUCCESS and done.progress == 100
+    for task in (tower, slides):  # the same pictures as the task would get alone
+        done = runtime.store.get_task(task.id)
+        alone = sd15.generate(task.spec, (64, 64), seeds_for(task.seed), _quiet)
+        for key, image in zip(done.result.images, alone, strict=True):  # type: ignore[union-attr]
+            assert np.abs(decode_png(runtime.images.get(key)).astype(int) - image).max() <= 2
+
+
+def test_a_task_cancelled_during_a_shared_call_leaves_it_and_the_other_finishes(
+    tmp_path: Path, clock, sd15: DiffusionEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    runtime = build_runtime(make_settings(tmp_path, batch_tasks=2), clock=clock, seed=3, engine=sd15)
+    kept, dropped = runtime.service.imagine(LOCAL, "lowest tower"), runtime.service.imagine(LOCAL, "newer slides")
+    _spy_on_batches(sd15, monkeypatch, lambda step: runtime.service.cancel(LOCAL, dropped.id) if step == 1 else None)
+    runtime.run_pending()
+    ended = runtime.store.get_task(dropped.id)
+    assert ended is not None and ended.status is Status.CANCELLED and ended.result is None
+    finished = runtime.store.get_task(kept.id)
+    assert finished is not None and finished.status is Status.SUCCESS and len(finished.result.images) == 4  # type: ignore[union-attr]
+
+    both = [runtime.service.imagine(LOCAL, "lowest tower"), runtime.service.imagine(LOCAL, "newer slides")]
+    steps: list[int] = []
+
+    def cancel_both(step: int) -> None:
+        steps.append(step)
+        for task in both:
+            runtime.service.cancel(LOCAL, task.id)
+
+    monkeypatch.undo()  # the first spy's cancel is done with
+    _spy_on_batches(sd15, monkeypatch, cancel_both)
+    runtime.run_pending()
+    assert steps == [1]  # the call stopped once no task was left in it
+    assert all(runtime.store.get_task(t.id).status is Status.CANCELLED for t in both)  # type: ignore[union-attr]
 
 
 # --- few-step LoRAs and dedicated inpainting checkpoints -------------------------------------------------------

@@ -135,7 +135,7 @@ def test_cancel_stops_a_running_task_at_its_next_step(runtime: Runtime, clock: M
     runtime.service.cancel(LOCAL, task.id)
     assert runtime.store.get_task(task.id).status is Status.IN_PROGRESS  # type: ignore[union-attr]
     worker = runtime.inline_worker("w1")
-    finished = worker.run(claimed)
+    [finished] = worker.run([claimed])
     assert finished.status is Status.CANCELLED and finished.fail_reason == "cancelled by request"
 
 

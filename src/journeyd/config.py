@@ -30,6 +30,9 @@ class Settings(BaseSettings):
         "auto", description="diffusers: auto, none, or channels_last,fused_qkv,compile,cuda_graphs (comma-separated)"
     )
     workers: int = Field(1, ge=0, description="In-process worker threads; 0 leaves tasks queued")
+    batch_tasks: int = Field(
+        1, ge=1, le=16, description="Compatible Imagine tasks queued back to back drawn in one engine call (diffusers)"
+    )
     classic_size: int = Field(512, ge=64, le=2048, description="Side of a square classic-engine image")
 
     modal_timeout_s: float = Field(1800, gt=0, description="A MODAL task not given a modal is cancelled after this")

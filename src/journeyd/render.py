@@ -7,6 +7,7 @@ Knows ops and images; knows nothing of rows, queues or HTTP. Region, Zoom and Pa
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -15,7 +16,7 @@ import numpy as np
 from journeyd.domain.buttons import ResultKind
 from journeyd.domain.lifecycle import Op
 from journeyd.domain.task import Task
-from journeyd.engines.base import Engine, Image, Mask, Progress
+from journeyd.engines.base import BatchEngine, Engine, Image, Mask, Progress
 from journeyd.imaging.canvas import Canvas, pan_canvas, zoom_canvas
 from journeyd.imaging.colour import match_colour
 from journeyd.imaging.composite import composite, dilate, feather_for, feather_weights
@@ -83,6 +84,21 @@ def render(task: Task, inputs: Inputs, engine: Engine, progress: Progress, *, ma
         canvas = _fit(source, max_output_pixels, lambda image: pan_canvas(image, task.args["direction"]))
         return _outpaint(canvas, engine, task, seeds, progress)
     raise ValueError(f"no renderer for op {op}")
+
+
+def batch_key(task: Task, engine: Engine) -> object | None:
+    """Which queued tasks can be drawn in one engine call: Imagine without image prompts, on an
+    engine that batches, with equal keys (the engine says what must match)."""
+    if task.op is not Op.GENERATE or task.args.get("image_prompts") or not isinstance(engine, BatchEngine):
+        return None
+    return engine.batch_key(task.spec)
+
+
+def render_batch(tasks: Sequence[Task], engine: BatchEngine, progress: Sequence[Progress]) -> list[Rendered]:
+    """Imagine for tasks of one `batch_key`, in one call; each task reports to its own progress."""
+    size = engine.canvas_size(tasks[0].spec)
+    grids = engine.generate_batch([(task.spec, seeds_for(task.seed)) for task in tasks], size, progress)
+    return [Rendered(images, "grid") for images in grids]
 
 
 def _outpaint(canvas: Canvas, engine: Engine, task: Task, seeds: list[int], progress: Progress) -> Rendered:

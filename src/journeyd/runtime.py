@@ -124,6 +124,7 @@ def _make_worker(
         worker_id=f"{name}-{secrets.token_hex(4)}",
         lease_ms=int(settings.lease_s * 1000),
         max_output_pixels=settings.max_output_pixels,
+        batch_tasks=settings.batch_tasks,
     )
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 
@@ -16,11 +18,11 @@ from journeyd.clock import Clock
 from journeyd.domain.errors import JourneydError, TaskCancelled
 from journeyd.domain.lifecycle import Status
 from journeyd.domain.task import Result, Task
-from journeyd.engines.base import Engine
+from journeyd.engines.base import BatchEngine, Engine, Progress
 from journeyd.imaging.codec import decode_png, encode_jpeg, encode_png
 from journeyd.imaging.grid import make_grid
 from journeyd.media.storage import ImageStore
-from journeyd.render import CANDIDATES, Inputs, Rendered, render
+from journeyd.render import CANDIDATES, Inputs, Rendered, batch_key, render, render_batch
 from journeyd.store.base import TaskStore
 
 log = logging.getLogger("journeyd.worker")
@@ -69,37 +71,77 @@ class Worker:
         lease_ms: int = 60_000,
         heartbeat_ms: int = 1_000,
         max_output_pixels: int = 16_777_216,
+        batch_tasks: int = 1,
     ) -> None:
         self.store, self.images, self.engine, self.clock = store, images, engine, clock
         self.id = worker_id
         self.lease_ms, self.heartbeat_ms = lease_ms, heartbeat_ms
         self.max_output_pixels = max_output_pixels
+        self.batch_tasks = batch_tasks  # Imagine tasks one engine call may draw together
 
     def run_next(self) -> Task | None:
-        """Claim and run the next queued task; None when the queue is empty."""
-        task = self.store.claim_next(self.id, self.clock.now_ms(), self.lease_ms)
-        return self.run(task) if task else None
+        """Claim and run the next queued task, with the tasks queued right behind it that can share
+        its engine call (up to `batch_tasks`); None when the queue is empty."""
+        tasks = self.store.claim_batch(
+            self.id, self.clock.now_ms(), self.lease_ms, limit=self.batch_tasks, key=self._batch_key
+        )
+        return self.run(tasks)[0] if tasks else None
 
-    def run(self, task: Task) -> Task:
-        heartbeat = _Heartbeat(self, task)
+    def _batch_key(self, task: Task) -> object | None:
+        return batch_key(task, self.engine)
+
+    def run(self, tasks: Sequence[Task]) -> list[Task]:
+        """Run claimed tasks (several only if they share a batch key) in one engine call. A task
+        cancelled, or taken over by another worker, meanwhile leaves at once (a cancel is final
+        then and there); the call itself stops when no task is left in it."""
+        left = {task.id: task for task in tasks}
+        ended: dict[str, Task] = {}
+
+        def progress_of(task: Task) -> Progress:
+            heartbeat = _Heartbeat(self, task)
+
+            def report(done: int, total: int, preview: np.ndarray | None = None) -> None:
+                if task.id in left:
+                    try:
+                        heartbeat(done, total, preview)
+                    except TaskCancelled:
+                        del left[task.id]
+                        ended[task.id] = self._finish(task, Status.CANCELLED, fail_reason="cancelled by request")
+                    except LeaseLost:
+                        del left[task.id]
+                        log.warning("task %s: lease lost, leaving it to its new worker", task.id)
+                        ended[task.id] = self.store.get_task(task.id) or task
+                if not left:
+                    raise TaskCancelled("no task is left in this call")
+
+            return report
+
         try:
-            rendered = render(
-                task, self._inputs(task), self.engine, heartbeat, max_output_pixels=self.max_output_pixels
-            )
-            result = self._save(task, rendered)
-            return self._finish(task, Status.SUCCESS, result=result, engine=self.engine.name)
-        except LeaseLost:
-            log.warning("task %s: lease lost, leaving it to its new worker", task.id)
-            return self.store.get_task(task.id) or task
-        except TaskCancelled:
-            return self._finish(task, Status.CANCELLED, fail_reason="cancelled by request")
+            progress = [progress_of(task) for task in tasks]
+            if len(tasks) == 1:
+                task = tasks[0]
+                rendered = [
+                    render(task, self._inputs(task), self.engine, progress[0], max_output_pixels=self.max_output_pixels)
+                ]
+            else:
+                rendered = render_batch(tasks, cast(BatchEngine, self.engine), progress)
+            for task, output in zip(tasks, rendered, strict=True):
+                if task.id in left:
+                    result = self._save(task, output)
+                    ended[task.id] = self._finish(task, Status.SUCCESS, result=result, engine=self.engine.name)
+                    del left[task.id]
+        except TaskCancelled:  # raised above once no task is left; from an engine itself, for all that are
+            for task in left.values():
+                ended[task.id] = self._finish(task, Status.CANCELLED, fail_reason="cancelled by request")
         except JourneydError as error:
-            return self._finish(task, Status.FAILURE, fail_reason=error.message)
+            for task in left.values():
+                ended[task.id] = self._finish(task, Status.FAILURE, fail_reason=error.message)
         except Exception as error:
-            log.error("task %s failed:\n%s", task.id, traceback.format_exc())
-            return self._finish(
-                task, Status.FAILURE, fail_reason=f"{self.engine.name} engine error: {type(error).__name__}: {error}"
-            )
+            log.error("tasks %s failed:\n%s", ", ".join(left), traceback.format_exc())
+            reason = f"{self.engine.name} engine error: {type(error).__name__}: {error}"
+            for task in left.values():
+                ended[task.id] = self._finish(task, Status.FAILURE, fail_reason=reason)
+        return [ended.get(task.id) or self.store.get_task(task.id) or task for task in tasks]
 
     def _finish(self, task: Task, status: Status, **fields: object) -> Task:
         done = self.store.finish(task.id, self.id, status, self.clock.now_ms(), **fields)  # type: ignore[arg-type]

@@ -81,3 +81,22 @@ class Engine(Protocol):
         mask may come back changed; the caller composites them away.
         """
         ...
+
+
+@runtime_checkable
+class BatchEngine(Engine, Protocol):
+    """An engine that can draw several Imagine tasks in one call, as a GPU engine gains from: the
+    worker asks for the batch key of queued tasks, and runs back-to-back tasks with equal keys
+    together."""
+
+    def batch_key(self, prompt: PromptSpec) -> object | None:
+        """Tasks whose keys are equal can share one `generate_batch` call; None: this one cannot."""
+        ...
+
+    def generate_batch(
+        self, jobs: Sequence[tuple[PromptSpec, Sequence[int]]], size: tuple[int, int], progress: Sequence[Progress]
+    ) -> list[list[Image]]:
+        """Imagine for each (prompt, seeds) job at once, each job reporting to its own progress (with
+        its own preview); images per job, as `generate` would return them. A progress that raises
+        stops the whole call."""
+        ...

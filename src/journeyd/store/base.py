@@ -8,7 +8,7 @@ that causes them; a refund is unique per task, so it happens exactly once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -70,6 +70,13 @@ class TaskStore(Protocol):
 
     def claim_next(self, worker: str, now: int, lease_ms: int) -> Task | None:
         """Take the first queued task (highest speed, then oldest) and lease it to `worker`."""
+
+    def claim_batch(
+        self, worker: str, now: int, lease_ms: int, *, limit: int, key: Callable[[Task], object | None]
+    ) -> list[Task]:
+        """Take the first queued task and, while the tasks queued right behind it have the same
+        `key` (not None), up to `limit` tasks in all; lease them to `worker`. No task is taken
+        ahead of one queued before it."""
 
     def heartbeat(
         self, task_id: str, worker: str, now: int, lease_ms: int, progress: int, *, preview: bool = False

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -127,6 +127,10 @@ _TASK_COLUMNS = (  # the order _task_from_row unpacks
 _TASK_COLUMN_COUNT = _TASK_COLUMNS.count(",") + 1
 # Every statement that changes a task bumps its version: webhook deliveries are ordered by it.
 _BUMP = "version = version + 1"
+_CLAIM = (  # a queued task, leased to :worker until :until
+    "status = 'in_progress', started_at = COALESCE(started_at, :now), lease_owner = :worker, "
+    f"lease_until = :until, attempts = attempts + 1, updated_at = :now, {_BUMP}"
+)
 
 
 def _dumps(value: Any) -> str:
@@ -443,9 +447,8 @@ class SqliteStore:
     def claim_next(self, worker: str, now: int, lease_ms: int) -> Task | None:
         with self._write() as conn:
             row = conn.execute(
-                "UPDATE tasks SET status = 'in_progress', started_at = COALESCE(started_at, :now), "
-                f"lease_owner = :worker, lease_until = :until, attempts = attempts + 1, updated_at = :now, {_BUMP} "
-                "WHERE seq = (SELECT seq FROM tasks WHERE status = 'submitted' ORDER BY priority DESC, seq LIMIT 1) "
+                f"UPDATE tasks SET {_CLAIM} WHERE seq = "
+                "(SELECT seq FROM tasks WHERE status = 'submitted' ORDER BY priority DESC, seq LIMIT 1) "
                 f"RETURNING {_TASK_COLUMNS}",
                 {"now": now, "worker": worker, "until": now + lease_ms},
             ).fetchone()
@@ -453,6 +456,36 @@ class SqliteStore:
                 return None
             self._emit(conn, row["id"], now)
             return _task_from_row(row)
+
+    def claim_batch(
+        self, worker: str, now: int, lease_ms: int, *, limit: int, key: Callable[[Task], object | None]
+    ) -> list[Task]:
+        if limit <= 1:  # one statement, without reading the queue first
+            task = self.claim_next(worker, now, lease_ms)
+            return [task] if task else []
+        with self._write() as conn:
+            rows = conn.execute(
+                f"SELECT {_TASK_COLUMNS} FROM tasks WHERE status = 'submitted' ORDER BY priority DESC, seq LIMIT ?",
+                (limit,),
+            ).fetchall()
+            queued = [_task_from_row(row) for row in rows]
+            if not queued:
+                return []
+            first = key(queued[0])
+            run = [queued[0]]
+            for task in queued[1:]:  # the run of equal keys right behind the first: no task jumps the queue
+                if first is None or key(task) != first:
+                    break
+                run.append(task)
+            claimed = []
+            for task in run:
+                row = conn.execute(
+                    f"UPDATE tasks SET {_CLAIM} WHERE id = :id AND status = 'submitted' RETURNING {_TASK_COLUMNS}",
+                    {"now": now, "worker": worker, "until": now + lease_ms, "id": task.id},
+                ).fetchone()
+                self._emit(conn, row["id"], now)
+                claimed.append(_task_from_row(row))
+            return claimed
 
     def heartbeat(
         self, task_id: str, worker: str, now: int, lease_ms: int, progress: int, *, preview: bool = False

@@ -10,6 +10,7 @@ not done here: `render` does it once, so pixels beyond the feather never pass th
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -119,18 +120,38 @@ class DiffusionEngine:
         progress: Progress,
         init_images: Sequence[Image] = (),
     ) -> list[Image]:
+        if not init_images:
+            return self.generate_batch([(prompt, seeds)], size, [progress])[0]
         model = self._model(prompt)
         width, height = size
-        with model.lock, _circular(model, prompt.tile):
-            if init_images:  # an image prompt: start from it, as strongly as --iw says
-                weight = prompt.image_weight if prompt.image_weight is not None else 1.0
-                strength = min(0.95, max(0.4, 1.0 - 0.25 * weight))
-                start = _cover(init_images[0], width, height)
-                return self._img2img(model, prompt, [start] * len(seeds), strength, seeds, progress)
+        with model.lock, _circular(model, prompt.tile):  # an image prompt: start from it, as strongly as --iw says
+            weight = prompt.image_weight if prompt.image_weight is not None else 1.0
+            strength = min(0.95, max(0.4, 1.0 - 0.25 * weight))
+            start = _cover(init_images[0], width, height)
+            return self._img2img(model, prompt, [start] * len(seeds), strength, seeds, progress)
+
+    def batch_key(self, prompt: PromptSpec) -> object | None:
+        """Imagine tasks share a call when they use the same model, size, steps and guidance (and,
+        on FLUX, whether --no asks for true CFG); --tile changes the model for its call, so not that."""
+        if prompt.tile:
+            return None
+        model = self._model(prompt)
+        steps, guidance = _steps_and_guidance(model.profile, prompt)
+        negative = model.profile.family == "flux" and bool(prompt.negative)
+        return (self.models.index(model), self.canvas_size(prompt), steps, guidance, negative)
+
+    def generate_batch(
+        self, jobs: Sequence[tuple[PromptSpec, Sequence[int]]], size: tuple[int, int], progress: Sequence[Progress]
+    ) -> list[list[Image]]:
+        """Several Imagine jobs (of one batch key) in one pipeline call: their conditionings and
+        generators are stacked, and each job's images are its slice of the output."""
+        model = self._model(jobs[0][0])
+        width, height = size
+        with model.lock, _circular(model, jobs[0][0].tile):
             pipe = model.pipeline("txt2img")
-            common = self._common(model, pipe, prompt, seeds, progress, (width, height))
-            images = pipe(width=width, height=height, **common).images
-        return _to_uint8(images)
+            common = self._common(model, pipe, jobs, progress, size)
+            images = _to_uint8(pipe(width=width, height=height, **common).images)
+        return [images[start : start + len(seeds)] for start, (_, seeds) in zip(_starts(jobs), jobs, strict=True)]
 
     def vary(
         self, image: Image, prompt: PromptSpec, strength: float, seeds: Sequence[int], progress: Progress
@@ -180,7 +201,7 @@ class DiffusionEngine:
         filled = blur_fill(crop_w, mask_w)
         with model.lock:
             pipe = model.pipeline("inpaint")
-            common = self._common(model, pipe, prompt, seeds, progress, work)
+            common = self._common(model, pipe, [(prompt, seeds)], [progress], work)
             if model.profile.region_guidance is not None:
                 common["guidance_scale"] = model.profile.region_guidance
             images = pipe(
@@ -214,7 +235,7 @@ class DiffusionEngine:
         height, width = images[0].shape[:2]
         work = _snap(width, height, _multiple(model))
         pipe = model.pipeline("img2img")
-        common = self._common(model, pipe, prompt, seeds, progress, work)
+        common = self._common(model, pipe, [(prompt, seeds)], [progress], work)
         common["num_inference_steps"] = math.ceil(common["num_inference_steps"] / strength)
         starts = [_pil(_resize(i, work, cv2.INTER_AREA)) for i in images]
         out = pipe(image=starts, strength=strength, width=work[0], height=work[1], **common).images
@@ -224,28 +245,31 @@ class DiffusionEngine:
         self,
         model: LoadedModel,
         pipe: Any,
-        prompt: PromptSpec,
-        seeds: Sequence[int],
-        progress: Progress,
+        jobs: Sequence[tuple[PromptSpec, Sequence[int]]],
+        progress: Sequence[Progress],
         size: tuple[int, int],
     ) -> dict[str, Any]:
-        """Conditioning, guidance, steps, generators and the progress callback for one batch."""
-        profile = model.profile
-        steps = max(1, round(profile.steps * QUALITY_STEPS.get(prompt.quality or 1.0, 1.0)))
-        stylize = prompt.stylize if prompt.stylize is not None else 100
-        guidance = profile.guidance * (100 / max(stylize, 10)) ** 0.15 if profile.guidance > 1 else profile.guidance
+        """Conditioning, guidance, steps, generators and the progress callback for one batch: the
+        jobs' conditionings stacked in order (steps and guidance are the first job's: a batch shares
+        them), one generator per seed, and each job's progress given a preview of its first image."""
+        steps, guidance = _steps_and_guidance(model.profile, jobs[0][0])
+        seeds = [seed for _, job_seeds in jobs for seed in job_seeds]
         generators = [torch.Generator("cpu").manual_seed(int(seed)) for seed in seeds]
 
         def on_step(pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             total = max(getattr(pipeline, "num_timesteps", steps), step + 1)
-            preview = None
-            if step + 1 < total and (step % PREVIEW_EVERY == PREVIEW_EVERY - 1) and "latents" in tensors:
-                preview = previews.of(model, pipeline, tensors["latents"], size)
-            progress(step + 1, total, preview)
+            show = step + 1 < total and (step % PREVIEW_EVERY == PREVIEW_EVERY - 1) and "latents" in tensors
+            for report, first in zip(progress, _starts(jobs), strict=True):
+                preview = previews.of(model, pipeline, tensors["latents"], size, first) if show else None
+                report(step + 1, total, preview)
             return tensors
 
+        conditionings = [
+            _conditioning(pipe, model.profile, prompt, len(job_seeds), guidance > 1, job_seeds)
+            for prompt, job_seeds in jobs
+        ]
         return {
-            **_conditioning(pipe, profile, prompt, len(seeds), guidance > 1, seeds),
+            **_stack(conditionings),
             "num_inference_steps": steps,
             "guidance_scale": guidance,
             "generator": generators,
@@ -253,6 +277,32 @@ class DiffusionEngine:
             "callback_on_step_end": on_step,
             "callback_on_step_end_tensor_inputs": ["latents"],
         }
+
+
+def _starts(jobs: Sequence[tuple[PromptSpec, Sequence[int]]]) -> list[int]:
+    """Where each job's images begin in a batch."""
+    return list(itertools.accumulate((len(seeds) for _, seeds in jobs[:-1]), initial=0))
+
+
+def _steps_and_guidance(profile: Profile, prompt: PromptSpec) -> tuple[int, float]:
+    """--q scales the profile's steps; --stylize lowers guidance as it rises (guidance-free
+    profiles, such as few-step models at guidance 0 or 1, stay as they are)."""
+    steps = max(1, round(profile.steps * QUALITY_STEPS.get(prompt.quality or 1.0, 1.0)))
+    stylize = prompt.stylize if prompt.stylize is not None else 100
+    guidance = profile.guidance * (100 / max(stylize, 10)) ** 0.15 if profile.guidance > 1 else profile.guidance
+    return steps, guidance
+
+
+def _stack(conditionings: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Several jobs' pipeline arguments as one batch: tensors concatenated in job order, settings
+    (FLUX's token count and true-CFG scale) taken from the first."""
+    if len(conditionings) == 1:
+        return dict(conditionings[0])
+    out: dict[str, Any] = {}
+    for key, value in conditionings[0].items():
+        values = [c[key] for c in conditionings]
+        out[key] = torch.cat(values) if isinstance(value, torch.Tensor) else value
+    return out
 
 
 @torch.no_grad()

@@ -38,8 +38,8 @@ def fit(vae: Any) -> np.ndarray:
     return np.linalg.lstsq(x, y, rcond=None)[0].astype(np.float32)
 
 
-def of(model: Any, pipeline: Any, latents: torch.Tensor, size: tuple[int, int]) -> np.ndarray | None:
-    """A preview of the first candidate of a batch being drawn at `size`, or None if these latents
+def of(model: Any, pipeline: Any, latents: torch.Tensor, size: tuple[int, int], index: int = 0) -> np.ndarray | None:
+    """A preview of candidate `index` of a batch being drawn at `size`, or None if these latents
     cannot be read."""
     if model.preview_map is None:
         model.preview_map = fit(pipeline.vae)
@@ -48,7 +48,7 @@ def of(model: Any, pipeline: Any, latents: torch.Tensor, size: tuple[int, int]) 
         if unpack is None:
             return None
         latents = unpack(latents, size[1], size[0], pipeline.vae_scale_factor)
-    first = latents[0].float().cpu().permute(1, 2, 0).numpy()
+    first = latents[index].float().cpu().permute(1, 2, 0).numpy()
     if first.shape[-1] + 1 != model.preview_map.shape[0]:
         return None
     rgb = np.concatenate([first, np.ones((*first.shape[:2], 1), np.float32)], axis=-1) @ model.preview_map
