@@ -337,6 +337,22 @@ def test_a_task_cancelled_during_a_shared_call_leaves_it_and_the_other_finishes(
     assert all(runtime.store.get_task(t.id).status is Status.CANCELLED for t in both)  # type: ignore[union-attr]
 
 
+def test_a_task_queued_for_a_version_no_longer_served_fails_alone(
+    tmp_path: Path, clock, sd15: DiffusionEngine, models: dict[str, Path]
+) -> None:  # type: ignore[no-untyped-def]
+    before = build_runtime(make_settings(tmp_path), clock=clock, seed=3, engine=sd15)  # serves every --v
+    gone = before.service.imagine(LOCAL, "lowest tower --v 7")
+    kept = before.service.imagine(LOCAL, "lowest tower --v 6")
+    before.store.close()
+    engine = DiffusionEngine.load(load_profiles(str(models["sd15"]), extra={**FAST, "versions": ["6"]}))
+    after = build_runtime(make_settings(tmp_path, batch_tasks=2), clock=clock, seed=3, engine=engine)  # restarted
+    assert after.run_pending() == 2
+    failed = after.store.get_task(gone.id)
+    assert failed is not None and failed.status is Status.FAILURE
+    assert "no model is configured for version 7" in (failed.fail_reason or "")
+    assert after.store.get_task(kept.id).status is Status.SUCCESS  # type: ignore[union-attr]
+
+
 # --- few-step LoRAs and dedicated inpainting checkpoints -------------------------------------------------------
 def test_an_lcm_lora_profile_bakes_the_lora_in_and_runs_few_steps(models: dict[str, Path], tmp_path: Path) -> None:
     lora = tiny_lora(models["sd15"], tmp_path / "lcm-lora" / "lcm.safetensors")

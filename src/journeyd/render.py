@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from journeyd.domain.buttons import ResultKind
+from journeyd.domain.errors import JourneydError
 from journeyd.domain.lifecycle import Op
 from journeyd.domain.task import Task
 from journeyd.engines.base import BatchEngine, Engine, Image, Mask, Progress
@@ -91,7 +92,10 @@ def batch_key(task: Task, engine: Engine) -> object | None:
     engine that batches, with equal keys (the engine says what must match)."""
     if task.op is not Op.GENERATE or task.args.get("image_prompts") or not isinstance(engine, BatchEngine):
         return None
-    return engine.batch_key(task.spec)
+    try:
+        return engine.batch_key(task.spec)
+    except JourneydError:  # a --v no longer served, say: the task runs alone, and fails with the reason
+        return None
 
 
 def render_batch(tasks: Sequence[Task], engine: BatchEngine, progress: Sequence[Progress]) -> list[Rendered]:
