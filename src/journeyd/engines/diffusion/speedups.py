@@ -65,7 +65,6 @@ def apply_speedups(pipe: Any, levers: frozenset[str]) -> Any:
         net.compile(mode="reduce-overhead", fullgraph=True)
     elif "compile" in levers:
         net.compile_repeated_blocks(fullgraph=True)
-    pipe.speedups = levers
     return pipe
 
 
