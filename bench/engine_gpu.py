@@ -46,19 +46,10 @@ allocating them. Results go to bench/results/engine_gpu-<time>.json.
     python bench/engine_gpu.py --quick --dtype bfloat16   # on a CPU: tiny models, in bf16
     python bench/engine_gpu.py --family sdxl --ops imagine_grid --speedups "none;auto;auto,compile"
 
-On a GPU machine that has torch but no diffusers (and no network), carry wheels along. Where there
-is network, with the GPU machine's Python version (add `--python-version 3.X --platform
-manylinux_2_28_x86_64 --only-binary=:all:` when downloading on a different machine):
-
-    pip download -d wheels/ diffusers transformers safetensors numpy pillow opencv-python-headless pydantic-settings
-
-(no torch: the GPU machine has its own; put wheels/ under build/ if your copying tool only carries
-git-ignored paths), then, in the repository on the GPU machine:
-
-    python -m venv --system-site-packages .venv-gpu    # sees the machine's own torch
-    .venv-gpu/bin/pip install --no-index --find-links wheels/ \\
-        diffusers transformers safetensors numpy pillow opencv-python-headless pydantic-settings
-    PYTHONPATH=src .venv-gpu/bin/python bench/engine_gpu.py
+On a GPU machine that has torch but no diffusers (and no network), carry wheels along:
+`bench/gpu_wheels.sh` downloads into .whl/ what such a machine lacks (diffusers, pydantic-settings
+and their needs, at the versions the tests use, for CPython 3.12), and its header has the commands
+to install them there with `pip install --no-index --no-deps --target` and run this script.
 
 journeyd itself is imported from src/ (the script adds src/ to the path if journeyd is not
 installed); the code it runs needs only torch, numpy, opencv, pillow, pydantic-settings, diffusers
