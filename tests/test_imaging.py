@@ -11,7 +11,7 @@ from PIL import Image
 from journeyd.domain.errors import Unprocessable
 from journeyd.imaging.canvas import pan_canvas, zoom_canvas
 from journeyd.imaging.colour import match_colour
-from journeyd.imaging.composite import composite, feather_weights
+from journeyd.imaging.composite import composite, feather
 from journeyd.imaging.crop import context_box
 from journeyd.imaging.masks import mask_from_image
 
@@ -48,7 +48,7 @@ def test_masks_are_resized_to_the_parent_and_empty_ones_refused() -> None:
 def test_feather_is_one_inside_zero_beyond_and_ramps_between() -> None:
     mask = np.zeros((80, 80), bool)
     mask[30:50, 30:50] = True
-    weights = feather_weights(mask, 10)
+    weights = feather(mask, 10).dense()
     assert (weights[mask] == 1).all()
     assert weights[40, 55] < weights[40, 52] < 1 and weights[40, 70] == 0
     assert (weights[:15] == 0).all()
@@ -56,14 +56,15 @@ def test_feather_is_one_inside_zero_beyond_and_ramps_between() -> None:
 
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.integers(2, 20))
-def test_composite_keeps_every_pixel_beyond_the_feather(seed: int, feather: int) -> None:
+def test_composite_keeps_every_pixel_beyond_the_feather(seed: int, feather_px: int) -> None:
     rng = np.random.default_rng(seed)
     parent = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
     candidate = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
     mask = np.zeros((48, 64), bool)
     mask[rng.integers(0, 30) :, rng.integers(0, 40) :][:10, :12] = True
-    weights = feather_weights(mask, feather)
-    out = composite(parent, candidate, weights)
+    how = feather(mask, feather_px)
+    weights = how.dense()
+    out = composite(parent, candidate, how)
     np.testing.assert_array_equal(out[weights == 0], parent[weights == 0])
     np.testing.assert_array_equal(out[mask], candidate[mask])
 
@@ -72,7 +73,7 @@ def test_colour_matching_undoes_a_shift_and_leaves_agreement_alone() -> None:
     parent = RNG.integers(60, 200, (64, 64, 3), dtype=np.uint8)
     mask = np.zeros((64, 64), bool)
     mask[20:40, 20:40] = True
-    ring = (feather_weights(mask, 8) > 0) & ~mask  # as render measures it: the feather's ramp
+    ring = feather(mask, 8).ramp  # as render measures it
     np.testing.assert_array_equal(match_colour(parent, parent, ring), parent)
     shifted = np.clip(parent.astype(int) + np.array([30, -20, 10]), 0, 255).astype(np.uint8)  # a VAE-like cast
     fixed = match_colour(shifted, parent, ring)

@@ -12,19 +12,21 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from journeyd.imaging.composite import Pixels
 
-def match_colour(candidate: np.ndarray, parent: np.ndarray, ring: np.ndarray) -> np.ndarray:
+
+def match_colour(candidate: np.ndarray, parent: np.ndarray, ring: Pixels) -> np.ndarray:
     """`candidate` with per-channel mean and spread matched to `parent` over `ring`, the pixels just
-    outside the repainted area. Both images HxWx3 uint8, ring HxW bool."""
-    if np.count_nonzero(ring) < 16:
-        return candidate
+    outside the repainted area (row and column indices). Both images HxWx3 uint8."""
+    rows, cols = ring
     # A mean and a spread need no more than every other row and column of the ring (a quarter of it).
-    sample = np.zeros_like(ring)
-    sample[::2, ::2] = ring[::2, ::2]
-    if np.count_nonzero(sample) < 16:
-        sample = ring
-    ours = candidate[sample].astype(np.float32)
-    theirs = parent[sample].astype(np.float32)
+    sampled = ((rows | cols) & 1) == 0
+    if np.count_nonzero(sampled) >= 16:
+        rows, cols = rows[sampled], cols[sampled]
+    if rows.size < 16:
+        return candidate
+    ours = candidate[rows, cols].astype(np.float32)
+    theirs = parent[rows, cols].astype(np.float32)
     mean_ours, mean_theirs = ours.mean(axis=0), theirs.mean(axis=0)
     spread = np.clip((theirs.std(axis=0) + 1.0) / (ours.std(axis=0) + 1.0), 0.5, 2.0)
     if np.allclose(mean_ours, mean_theirs, atol=0.5) and np.allclose(spread, 1.0, atol=0.01):

@@ -8,6 +8,7 @@ copied, so everything beyond the feather is bit-identical to the parent, whateve
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -27,25 +28,45 @@ def dilate(mask: np.ndarray, px: int) -> np.ndarray:
     return cv2.dilate(mask.astype(np.uint8), kernel) > 0
 
 
-def feather_weights(mask: np.ndarray, feather_px: int) -> np.ndarray:
-    """float32 HxW: 1 on the mask, a linear ramp to 0 over `feather_px` pixels outside, 0 beyond."""
+Pixels = tuple[np.ndarray, np.ndarray]  # row and column indices, as np.nonzero gives them
+
+
+@dataclass(frozen=True)
+class Feather:
+    """How a candidate goes into its parent: copied where `inside` (the mask, weight 1), mixed on the
+    ramp (within `feather_px` outside the mask, the weight falling linearly to 0), the parent's
+    elsewhere. Built once per mask and shared by all candidates. The ramp is also the ring where the
+    candidate's colour is measured against the parent's."""
+
+    inside: np.ndarray  # HxW uint8, 1 on the mask
+    ramp: Pixels
+    ramp_weights: np.ndarray  # float32 in (0, 1), one per ramp pixel
+
+    def dense(self) -> np.ndarray:
+        """The weights as a float32 HxW array: 1 inside, the ramp, 0 beyond."""
+        weights = self.inside.astype(np.float32)
+        weights[self.ramp] = self.ramp_weights
+        return weights
+
+
+def feather(mask: np.ndarray, feather_px: int) -> Feather:
+    """The feather of a bool mask: weight 1 on it, then 1 - d / (feather_px + 1) at distance d."""
+    inside = mask.astype(np.uint8)
     if feather_px <= 0:
-        return mask.astype(np.float32)
-    outside = (~mask).astype(np.uint8)
-    distance = cv2.distanceTransform(outside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    return np.clip(1.0 - distance / (feather_px + 1), 0.0, 1.0).astype(np.float32)
+        empty = np.zeros(0, np.intp)
+        return Feather(inside, (empty, empty), np.zeros(0, np.float32))
+    distance = cv2.distanceTransform(1 - inside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    ramp = np.nonzero((distance > 0) & (distance < feather_px + 1))
+    return Feather(inside, ramp, (1.0 - distance[ramp] / (feather_px + 1)).astype(np.float32))
 
 
-def composite(parent: np.ndarray, candidate: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Blend `candidate` into `parent`; pixels with weight 0 are the parent's, bit for bit, and
-    pixels with weight 1 the candidate's. Arithmetic is done only on the feather's ramp, which is a
-    thin band: the rest is copied."""
+def composite(parent: np.ndarray, candidate: np.ndarray, how: Feather) -> np.ndarray:
+    """Blend `candidate` into `parent`; pixels beyond the feather are the parent's, bit for bit, and
+    pixels on the mask the candidate's. Arithmetic is done only on the ramp, a thin band."""
     if parent.shape != candidate.shape:
         raise ValueError(f"candidate {candidate.shape} does not match parent {parent.shape}")
     out = parent.copy()
-    cv2.copyTo(candidate, (weights >= 1).astype(np.uint8), out)
-    ramp = np.nonzero((weights > 0) & (weights < 1))
-    w = weights[ramp][:, None]
-    under, over = parent[ramp].astype(np.float32), candidate[ramp].astype(np.float32)
-    out[ramp] = np.clip(np.rint(under + (over - under) * w), 0, 255).astype(np.uint8)
+    cv2.copyTo(candidate, how.inside, out)
+    under, over = parent[how.ramp].astype(np.float32), candidate[how.ramp].astype(np.float32)
+    out[how.ramp] = np.clip(np.rint(under + (over - under) * how.ramp_weights[:, None]), 0, 255).astype(np.uint8)
     return out
