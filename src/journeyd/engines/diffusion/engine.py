@@ -26,7 +26,7 @@ from journeyd.engines.base import Image, InpaintKind, Mask, Progress, UpscaleMod
 from journeyd.engines.diffusion import previews
 from journeyd.engines.diffusion.loading import LoadedModel, load_model, pick_device
 from journeyd.engines.diffusion.profiles import Profile, Versions
-from journeyd.engines.diffusion.speedups import denoiser, eager, parse_speedups
+from journeyd.engines.diffusion.speedups import COMPILING, denoiser, eager, parse_speedups
 from journeyd.imaging.crop import context_box
 from journeyd.imaging.fill import blur_fill
 
@@ -64,6 +64,7 @@ QUALITY_STEPS = {0.25: 0.5, 0.5: 0.75, 1.0: 1.0, 2.0: 1.5, 4.0: 2.0}
 CHAOS_SPREAD = 0.35  # at --chaos 100, each candidate's conditioning moves this many standard deviations
 REGION_FIELD = 0.618  # how much of the picture a region crop shows around the mask, at least (Fooocus)
 PREVIEW_EVERY = 3  # steps between previews
+WARM_UP_STEPS = 3  # compiling happens on the first denoiser call, CUDA graphs are recorded on the second
 
 
 class DiffusionEngine:
@@ -84,7 +85,21 @@ class DiffusionEngine:
         (`JOURNEYD_SPEEDUPS`; see speedups.py). ModelLoadError if one fails."""
         where, dtype = pick_device(device)
         levers = parse_speedups(speedups, where)
-        return cls([load_model(profile, where, dtype, levers) for profile in profiles])
+        engine = cls([load_model(profile, where, dtype, levers) for profile in profiles])
+        if levers & COMPILING:
+            engine.warm_up()
+        return engine
+
+    def warm_up(self) -> None:
+        """Draw one throwaway grid per model at its default size, so that compiling (and CUDA graph
+        capture) happens at start-up instead of in the first task. Other sizes compile on first use."""
+        for model in self.models:
+            size = self._bucket(model, 1.0)
+            with model.lock:
+                pipe = model.pipeline("txt2img")
+                common = self._common(model, pipe, [(PromptSpec(text="warm-up"), range(4))], [_ignore], size)
+                common["num_inference_steps"] = WARM_UP_STEPS
+                pipe(width=size[0], height=size[1], **common)
 
     # --- which model ------------------------------------------------------------------------------
     def check(self, prompt: PromptSpec) -> None:
@@ -414,6 +429,10 @@ def _multiple(model: LoadedModel) -> int:
 
 def _snap(width: int, height: int, step: int) -> tuple[int, int]:
     return max(step, round(width / step) * step), max(step, round(height / step) * step)
+
+
+def _ignore(done: int, total: int, preview: Image | None = None) -> None:
+    """Progress for a call no task waits on."""
 
 
 def _share(progress: Progress, index: int, count: int) -> Progress:

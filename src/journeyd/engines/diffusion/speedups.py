@@ -11,6 +11,8 @@ Each lever is one of `LEVERS`, chosen with `JOURNEYD_SPEEDUPS` (comma-separated,
 * `cuda_graphs`: the whole denoiser compiled with CUDA graphs (`mode="reduce-overhead"`), which
   removes per-kernel launch cost; it replaces `compile` when both are asked for.
 
+With `compile` or `cuda_graphs`, `DiffusionEngine.load` warms each model up at its default size.
+
 `auto` is what has no start-up cost and no risk on the device at hand: on CUDA, `channels_last`
 and `fused_qkv`; elsewhere nothing. Compiling stays opt-in until the GPU benchmark shows what it
 buys (see bench/NOTES.md). A lever the model cannot take (fused QKV on a UNet with added KV
@@ -27,6 +29,7 @@ import torch
 
 LEVERS = ("channels_last", "fused_qkv", "compile", "cuda_graphs")
 AUTO_ON_CUDA = frozenset({"channels_last", "fused_qkv"})
+COMPILING = frozenset({"compile", "cuda_graphs"})  # levers whose first call at a shape compiles
 
 
 class SpeedupError(ValueError):
