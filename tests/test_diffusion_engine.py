@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 from torch._dynamo.utils import counters
 
 from journeyd.domain.errors import InvalidRequest, TaskCancelled
@@ -26,7 +27,15 @@ from journeyd.runtime import build_runtime
 from journeyd.service import Caller
 from tests.conftest import LOOPBACK, Flow, TestClient, box_mask, create_app, make_settings, png_data_url
 from tests.test_seed_flow import _beyond_feather
-from tests.tiny_models import export_single_file, tiny_flux, tiny_flux_fill, tiny_lora, tiny_sd15, tiny_sdxl
+from tests.tiny_models import (
+    export_denoiser_file,
+    export_single_file,
+    tiny_flux,
+    tiny_flux_fill,
+    tiny_lora,
+    tiny_sd15,
+    tiny_sdxl,
+)
 
 FAST = {"size": 64, "steps": 3}
 LOCAL = Caller(None)
@@ -385,6 +394,7 @@ def test_a_dedicated_inpainting_checkpoint_does_region_and_zoom(models: dict[str
     engine = DiffusionEngine.load(load_profiles(str(models["sd15"]), extra={**FAST, "inpaint_model": str(inpainting)}))
     model = engine.models[0]
     assert model.inpaint.unet.config.in_channels == 9 and model.txt2img.unet.config.in_channels == 4
+    assert model.inpaint.text_encoder is model.txt2img.text_encoder and model.inpaint.vae is model.txt2img.vae
     prompt = parse_prompt("a blue door")
     image = engine.generate(prompt, (64, 64), [3], _quiet)[0]
     mask = np.zeros((64, 64), bool)
@@ -393,6 +403,15 @@ def test_a_dedicated_inpainting_checkpoint_does_region_and_zoom(models: dict[str
         candidates = engine.inpaint(image, mask, prompt, [1, 2, 3, 4], kind, _quiet)
         assert [c.shape for c in candidates] == [image.shape] * 4
         assert len({c[mask].tobytes() for c in candidates}) == 4
+    # the same checkpoint as one original-format file (its UNet is taken from it) paints the same
+    single = {**FAST, "inpaint_model": str(export_single_file(inpainting, tmp_path / "inpainting.safetensors"))}
+    from_file = DiffusionEngine.load(
+        load_profiles(str(models["sd15"]), extra={**single, "inpaint_config": str(inpainting)})
+    )
+    np.testing.assert_array_equal(
+        from_file.inpaint(image, mask, prompt, [1, 2], "region", _quiet),
+        engine.inpaint(image, mask, prompt, [1, 2], "region", _quiet),
+    )
 
 
 # --- speed-ups -----------------------------------------------------------------------------------------------
@@ -437,13 +456,21 @@ def test_compiled_fused_channels_last_model_draws_the_same_pictures(
 
 
 # --- FLUX.1 (with FLUX.1-Fill for Region, Zoom and Pan) --------------------------------------------------------
+FLUX = {"size": 64, "steps": 2, "guidance": 3.5, "text_tokens": 48}
+
+
 @pytest.fixture(scope="module")
-def flux(tmp_path_factory: pytest.TempPathFactory) -> DiffusionEngine:
+def flux_folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("flux")
     base, fill = tiny_flux(root / "flux"), tiny_flux_fill(root / "flux-fill")
     assert detect_family(str(base)) == detect_family(str(fill)) == "flux"
-    profile = {"inpaint_model": str(fill), "size": 64, "steps": 2, "guidance": 3.5, "text_tokens": 48}
-    return DiffusionEngine.load(load_profiles(str(base), extra=profile))
+    return base, fill
+
+
+@pytest.fixture(scope="module")
+def flux(flux_folders: tuple[Path, Path]) -> DiffusionEngine:
+    base, fill = flux_folders
+    return DiffusionEngine.load(load_profiles(str(base), extra={**FLUX, "inpaint_model": str(fill)}))
 
 
 def test_flux_imagine_and_negative_prompts_through_true_cfg(flux: DiffusionEngine) -> None:
@@ -457,6 +484,41 @@ def test_flux_imagine_and_negative_prompts_through_true_cfg(flux: DiffusionEngin
     assert not np.array_equal(without, with_no)  # --no costs a second pass, and changes the picture
     blended = flux.generate(parse_prompt("a glass teapot:: steam::2"), (64, 64), [9], _quiet)[0]
     assert not np.array_equal(blended, without)  # the T5 and CLIP conditionings are blended
+
+
+def test_flux_single_files_draw_what_the_folders_draw(
+    flux_folders: tuple[Path, Path], flux: DiffusionEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A FLUX transformer file (and a FLUX.1-Fill one) with the folders it belongs with as `config`:
+    the same pictures as the folders, and Fill shares FLUX's text encoders and VAE instead of a second copy."""
+    base, fill = flux_folders
+    base_file = export_denoiser_file(base, tmp_path / "flux1-tiny.safetensors")
+    fill_file = export_denoiser_file(fill, tmp_path / "flux1-fill-tiny.safetensors")
+    assert detect_family(str(base_file)) == "flux"
+    profile = {**FLUX, "config": str(base), "inpaint_model": str(fill_file), "inpaint_config": str(fill)}
+    files = DiffusionEngine.load(load_profiles(str(base_file), extra=profile))
+    model = files.models[0]
+    assert model.inpaint.text_encoder_2 is model.txt2img.text_encoder_2 and model.inpaint.vae is model.txt2img.vae
+    prompt, seeds = parse_prompt("a glass teapot"), [3, 4]
+    images = files.generate(prompt, (64, 64), seeds, _quiet)
+    np.testing.assert_array_equal(images, flux.generate(prompt, (64, 64), seeds, _quiet))
+    mask = np.zeros((64, 64), bool)
+    mask[10:30, 10:40] = True
+    region = files.inpaint(images[0], mask, prompt, seeds, "region", _quiet)
+    np.testing.assert_array_equal(region, flux.inpaint(images[0], mask, prompt, seeds, "region", _quiet))
+    assert not np.array_equal(region[0][mask], images[0][mask])
+    # Without config, the checkpoint's kind names the hub repository: one in diffusers' layout has no kind
+    with pytest.raises(ModelLoadError, match="set config to the diffusers folder or hub id it belongs with"):
+        DiffusionEngine.load(load_profiles(str(base_file), extra=FLUX))
+    # ... and one in Black Forest Labs' layout does (here only its header: offline, the repository is not cached)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    header_only = tmp_path / "flux1-schnell.safetensors"
+    save_file(
+        {"double_blocks.0.img_attn.norm.key_norm.scale": torch.zeros(1), "img_in.weight": torch.zeros(1, 64)},
+        str(header_only),
+    )
+    with pytest.raises(ModelLoadError, match=r"come from 'black-forest-labs/FLUX\.1-schnell'"):
+        DiffusionEngine.load(load_profiles(str(header_only), extra=FLUX))
 
 
 def test_flux_region_zoom_and_pan_use_fill_and_keep_unmasked_pixels(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ __all__ = [
     "SDXL_TEXT_ENCODER_2_HIDDEN_SIZE",
     "SDXL_TEXT_ENCODER_2_LAYERS",
     "diffusers_to_original",
+    "export_denoiser_file",
     "export_single_file",
     "tiny_flux",
     "tiny_flux_fill",
@@ -266,7 +268,7 @@ def tiny_sdxl(directory: Path, *, inpaint: bool = False) -> Path:
 
 def _save_flux(directory: Path, *, fill: bool, guidance_embeds: bool) -> Path:
     """Build and save a tiny FLUX.1 pipeline; the channel arithmetic is explained in `tiny_flux_fill`."""
-    latent_channels = 2 if fill else 1
+    latent_channels = 2  # one VAE for both, as FLUX.1-Fill uses FLUX.1's (journeyd shares it between them)
     packed = 4 * latent_channels  # 2x2 patches of latents packed into one token
     vae_scale_factor = 1  # one VAE block: no down-sampling
     mask_channels = 4 * vae_scale_factor**2  # the pixel mask folded to latent size, then packed like the latents
@@ -341,8 +343,8 @@ def tiny_flux(directory: Path, *, guidance_embeds: bool = True) -> Path:
     """Save a tiny FLUX.1 text-to-image pipeline (`FluxPipeline`) to `directory`.
 
     Also the base for `FluxImg2ImgPipeline` / `FluxInpaintPipeline.from_pipe`. The VAE has one block, so
-    vae_scale_factor is 1 and height/width need only be multiples of 2 (latents are packed in 2x2 patches); one
-    latent channel packs to the transformer's 4 input channels. `guidance_embeds=True` mirrors FLUX.1-dev
+    vae_scale_factor is 1 and height/width need only be multiples of 2 (latents are packed in 2x2 patches); two
+    latent channels pack to the transformer's 8 input channels. `guidance_embeds=True` mirrors FLUX.1-dev
     (`guidance_scale` is fed to the transformer as an embedding), False mirrors FLUX.1-schnell (`guidance_scale`
     is ignored). Run it with a small `max_sequence_length` (the T5 tokenizer pads every prompt to it).
     """
@@ -541,4 +543,14 @@ def export_single_file(folder: Path, target: Path) -> Path:
     checkpoint = {key: value.detach().contiguous() for key, value in diffusers_to_original(pipe).items()}
     target.parent.mkdir(parents=True, exist_ok=True)
     save_file(checkpoint, str(target), metadata={"format": "pt"})
+    return target
+
+
+def export_denoiser_file(folder: Path, target: Path) -> Path:
+    """Write the UNet or FLUX transformer of the pipeline saved in `folder` as ONE `.safetensors` file in diffusers'
+    key layout, the way fine-tuned FLUX transformers are often shared. (Black Forest Labs' own layout cannot be made
+    tiny: diffusers' converter for it assumes the full 3072-wide transformer.)"""
+    name = "transformer" if (folder / "transformer").is_dir() else "unet"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(folder / name / "diffusion_pytorch_model.safetensors", target)
     return target

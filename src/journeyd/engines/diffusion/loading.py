@@ -2,9 +2,14 @@
 
 A model comes from a hub id (through the local cache, honouring HF_HUB_OFFLINE), a diffusers
 folder, or one `.safetensors` checkpoint. txt2img, img2img and inpaint are built with `from_pipe`,
-so they share one set of weights; a dedicated inpainting checkpoint, if configured, is the only
-second model. Everything is loaded at start-up: a missing or broken model stops the server with a
-message naming it, instead of failing the first task.
+so they share one set of weights. A dedicated inpainting checkpoint, if configured, brings only its
+denoiser (9-channel UNet, FLUX.1-Fill transformer): it shares the base model's text encoders and
+VAE, which are the same networks (for FLUX that saves a second T5-XXL, ~9.5 GB in bf16).
+A single-file FLUX checkpoint holds the transformer alone (BFL's own files) or the transformer first:
+the transformer comes from the file, the text encoders and VAE from `config` (default: the hub
+repository diffusers names for that kind of checkpoint, from the local cache).
+Everything is loaded at start-up: a missing or broken model stops the server with a message naming
+it, instead of failing the first task.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any
 import torch
 
 from journeyd.engines.diffusion.profiles import Profile
-from journeyd.engines.diffusion.speedups import apply_speedups
+from journeyd.engines.diffusion.speedups import apply_speedups, speed_up_denoiser
 
 
 class ModelLoadError(RuntimeError):
@@ -64,25 +69,78 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
 
 
-def _load(cls: Any, source: str, dtype: torch.dtype, config: str | None = None) -> Any:
+def _denoiser_class(family: str) -> tuple[Any, str]:
+    """The class of a family's denoiser, and its folder in a diffusers pipeline."""
+    import diffusers
+
+    if family == "flux":
+        return diffusers.FluxTransformer2DModel, "transformer"
+    return diffusers.UNet2DConditionModel, "unet"
+
+
+def _load(
+    cls: Any, source: str, dtype: torch.dtype, config: str | None = None, subfolder: str | None = None, **parts: Any
+) -> Any:
+    """A pipeline, or with `subfolder` one of its models, from a hub id, a diffusers folder or a single
+    file (whose configs come from `config`, else from the hub repository diffusers infers from its keys).
+    `parts` are components already loaded, for a pipeline from a folder or hub id."""
     path = Path(source).expanduser()
+    where = {"subfolder": subfolder} if subfolder else {}
     try:
         if path.is_file():
             if path.suffix not in (".safetensors", ".ckpt"):
                 raise ModelLoadError(f"{source}: a single-file model must be a .safetensors (or .ckpt) checkpoint")
             extra = {"config": config} if config else {}
-            return cls.from_single_file(str(path), dtype=dtype, local_files_only=_offline(), **extra)
+            return cls.from_single_file(str(path), dtype=dtype, local_files_only=_offline(), **extra, **where)
         if path.exists() or source.startswith((".", "/", "~")):
             if not (path / "model_index.json").is_file():
                 raise ModelLoadError(
                     f"{source}: not a diffusers folder (no model_index.json) and not a .safetensors file"
                 )
-            return cls.from_pretrained(str(path), dtype=dtype, local_files_only=True)
-        return cls.from_pretrained(source, dtype=dtype, local_files_only=_offline())
+            return cls.from_pretrained(str(path), dtype=dtype, local_files_only=True, **where, **parts)
+        return cls.from_pretrained(source, dtype=dtype, local_files_only=_offline(), **where, **parts)
     except ModelLoadError:
         raise
     except Exception as error:  # diffusers raises many kinds; all mean "this model is not usable"
         raise ModelLoadError(f"could not load model {source!r}: {type(error).__name__}: {_reason(error)}") from error
+
+
+def _load_base(profile: Profile, dtype: torch.dtype) -> Any:
+    """The profile's txt2img pipeline. A FLUX checkpoint file is a transformer: the rest of the
+    pipeline comes from `config`, or from the repository its keys name (FLUX.1-dev or -schnell)."""
+    cls = _pipeline_classes(profile.family)[0]
+    if profile.family != "flux" or not Path(profile.model).expanduser().is_file():
+        return _load(cls, profile.model, dtype, profile.config)
+    config = profile.config or _flux_repository(profile.model)
+    model_cls, subfolder = _denoiser_class("flux")
+    try:
+        transformer = _load(model_cls, profile.model, dtype, config, subfolder)
+        return _load(cls, config, dtype, transformer=transformer)
+    except ModelLoadError as error:
+        raise ModelLoadError(
+            f"{error} (the transformer's config, text encoders and VAE come from {config!r})"
+        ) from error
+
+
+def _flux_repository(checkpoint: str) -> str:
+    """The hub repository of a FLUX checkpoint file's kind (FLUX.1-dev, -schnell, -Fill), as diffusers
+    judges it from the keys and shapes in the file's header (nothing is loaded)."""
+    from diffusers.loaders.single_file_utils import DIFFUSERS_DEFAULT_PIPELINE_PATHS, infer_diffusers_model_type
+    from safetensors import safe_open
+
+    try:
+        with safe_open(checkpoint, "pt") as tensors:
+            names = tensors.keys()  # safe_open is not iterable
+            shapes = {key: torch.empty(tensors.get_slice(key).get_shape(), device="meta") for key in names}
+        kind = infer_diffusers_model_type(shapes)
+    except Exception as error:  # not a safetensors file
+        raise ModelLoadError(f"{checkpoint}: not a readable .safetensors checkpoint: {_reason(error)}") from error
+    if not kind.startswith("flux-"):
+        raise ModelLoadError(
+            f"{checkpoint}: not a checkpoint in Black Forest Labs' layout, so which FLUX.1 it is cannot be told; "
+            "set config to the diffusers folder or hub id it belongs with (e.g. black-forest-labs/FLUX.1-dev)"
+        )
+    return DIFFUSERS_DEFAULT_PIPELINE_PATHS[kind]["pretrained_model_name_or_path"]
 
 
 def _reason(error: Exception) -> str:
@@ -156,20 +214,23 @@ def load_model(
     profile: Profile, device: torch.device, dtype: torch.dtype, speedups: frozenset[str] = frozenset()
 ) -> LoadedModel:
     """Load a profile's model (and its dedicated inpainting model) onto `device`, with `speedups`."""
-    text2img_cls, _, _, dedicated_cls = _pipeline_classes(profile.family)
-    txt2img = _load(text2img_cls, profile.model, dtype, profile.config)
+    txt2img = _load_base(profile, dtype)
     if profile.lora:
         _bake_lora(txt2img, profile)
-    inpaint = _load(dedicated_cls, profile.inpaint_model, dtype) if profile.inpaint_model else None
-    pipes = [pipe.to(device) for pipe in (txt2img, inpaint) if pipe is not None]
-    for pipe in pipes:
-        try:
-            apply_speedups(pipe, speedups)
-        except Exception as error:  # e.g. fused QKV on a UNet with added KV projections
-            raise ModelLoadError(
-                f"model {profile.model!r}: speed-ups {', '.join(sorted(speedups))} failed: {error}"
-            ) from error
-    return share_weights(profile, *pipes)
+    txt2img.to(device)
+    dedicated = None
+    if profile.inpaint_model:
+        model_cls, subfolder = _denoiser_class(profile.family)
+        dedicated = _load(model_cls, profile.inpaint_model, dtype, profile.inpaint_config, subfolder).to(device)
+    try:
+        apply_speedups(txt2img, speedups)
+        if dedicated is not None:
+            speed_up_denoiser(dedicated, speedups)
+    except Exception as error:  # e.g. fused QKV on a UNet with added KV projections
+        raise ModelLoadError(
+            f"model {profile.model!r}: speed-ups {', '.join(sorted(speedups))} failed: {error}"
+        ) from error
+    return share_weights(profile, txt2img, dedicated)
 
 
 def _bake_lora(pipe: Any, profile: Profile) -> None:
@@ -188,11 +249,14 @@ def _bake_lora(pipe: Any, profile: Profile) -> None:
         raise ModelLoadError(f"could not load LoRA {profile.lora!r} for {profile.model!r}: {_reason(error)}") from error
 
 
-def share_weights(profile: Profile, txt2img: Any, inpaint: Any | None = None) -> LoadedModel:
-    """The three pipelines over one model's weights (and a dedicated inpainting model, if given);
-    without one, the base model inpaints by blending latents at every step."""
-    _, img2img_cls, inpaint_cls, _ = _pipeline_classes(profile.family)
-    for pipe in (txt2img, inpaint):
-        if pipe is not None:
-            pipe.set_progress_bar_config(disable=True)
-    return LoadedModel(profile, txt2img, _derive(img2img_cls, txt2img), inpaint or _derive(inpaint_cls, txt2img))
+def share_weights(profile: Profile, txt2img: Any, inpaint_denoiser: Any | None = None) -> LoadedModel:
+    """The three pipelines over one model's weights. With a dedicated inpainting denoiser, inpaint
+    runs it over the base model's text encoders and VAE; without one, the base model inpaints by
+    blending latents at every step."""
+    _, img2img_cls, inpaint_cls, dedicated_cls = _pipeline_classes(profile.family)
+    txt2img.set_progress_bar_config(disable=True)
+    if inpaint_denoiser is None:
+        inpaint = _derive(inpaint_cls, txt2img)
+    else:
+        inpaint = _derive(dedicated_cls, txt2img, **{_denoiser_class(profile.family)[1]: inpaint_denoiser})
+    return LoadedModel(profile, txt2img, _derive(img2img_cls, txt2img), inpaint)

@@ -16,6 +16,9 @@ The operator names one model (`JOURNEYD_MODEL`, every version maps to it) or sev
     name = "flux"
     model = "black-forest-labs/FLUX.1-dev"
     inpaint_model = "black-forest-labs/FLUX.1-Fill-dev"   # FLUX.1-Fill does Region, Zoom and Pan
+    # a FLUX file is the transformer alone: model = "/models/flux1-dev.safetensors" takes the text
+    # encoders and VAE from config (default: the file's kind, e.g. black-forest-labs/FLUX.1-dev, cached);
+    # inpaint_config does the same for a single-file inpaint_model
     versions = ["8"]
     steps = 28
     guidance = 3.5
@@ -83,6 +86,7 @@ class Profile:
     lora: str | None = None  # merged into the weights at load (LCM-LoRA: with scheduler "lcm", ~4 steps)
     lora_scale: float = 1.0
     config: str | None = None  # for a single-file model: a diffusers folder or hub id with its configs
+    inpaint_config: str | None = None  # the same, for a single-file inpaint_model
     text_tokens: int = 0  # FLUX: T5 tokens of prompt (max_sequence_length); 0 = the pipeline's 512
     negative_guidance: float = 2.0  # FLUX has no negative prompt but through "true CFG": its scale for --no
     inpaint_guidance: float | None = None  # guidance of the inpaint_model; None: 30 for FLUX.1-Fill, else guidance
@@ -103,7 +107,8 @@ class Profile:
 
 
 def detect_family(source: str) -> str | None:
-    """sd15 or sdxl from a diffusers folder's model_index.json or a checkpoint's keys; None if unsure."""
+    """The family from a diffusers folder's model_index.json, a checkpoint's keys or a hub id's name;
+    None if unsure."""
     path = Path(source)
     if path.is_dir() and (path / "model_index.json").is_file():
         index = json.loads((path / "model_index.json").read_text())
@@ -115,6 +120,11 @@ def detect_family(source: str) -> str | None:
             keys = list(checkpoint.keys())
         if any(key.startswith("conditioner.embedders.1") for key in keys):
             return "sdxl"
+        if any(
+            key.startswith(("double_blocks.", "model.diffusion_model.double_blocks.", "single_transformer_blocks."))
+            for key in keys
+        ):  # FLUX.1 in Black Forest Labs' layout, or a diffusers transformer
+            return "flux"
         if any(key.startswith("cond_stage_model.") for key in keys):
             return "sd15"
         return None
@@ -154,6 +164,7 @@ def profile_from(values: dict[str, Any]) -> Profile:
         lora=values.get("lora"),
         lora_scale=float(values.get("lora_scale", 1.0)),
         config=values.get("config"),
+        inpaint_config=values.get("inpaint_config"),
         text_tokens=int(values.get("text_tokens", 0)),
         negative_guidance=float(values.get("negative_guidance", 2.0)),
         inpaint_guidance=float(values["inpaint_guidance"]) if "inpaint_guidance" in values else None,

@@ -56,19 +56,26 @@ def denoiser(pipe: Any) -> torch.nn.Module:
 
 
 def apply_speedups(pipe: Any, levers: frozenset[str]) -> Any:
-    """Pull `levers` on the modules of `pipe` (in place; the pipelines built from it share them)."""
-    net, vae = denoiser(pipe), pipe.vae
+    """Pull `levers` on the denoiser and VAE of `pipe` (in place; the pipelines built from it share them)."""
+    vae = pipe.vae
     if "fused_qkv" in levers:
-        net.fuse_qkv_projections()
         vae.fuse_qkv_projections()
     if "channels_last" in levers:
-        for module in (net, vae):
-            module.to(memory_format=torch.channels_last)
+        vae.to(memory_format=torch.channels_last)
+    speed_up_denoiser(denoiser(pipe), levers)
+    return pipe
+
+
+def speed_up_denoiser(net: torch.nn.Module, levers: frozenset[str]) -> None:
+    """Pull `levers` on a UNet or FLUX transformer (also a dedicated inpainting model's, alone)."""
+    if "fused_qkv" in levers:
+        net.fuse_qkv_projections()
+    if "channels_last" in levers:
+        net.to(memory_format=torch.channels_last)
     if "cuda_graphs" in levers:
         net.compile(mode="reduce-overhead", fullgraph=True)
     elif "compile" in levers:
         net.compile_repeated_blocks(fullgraph=True)
-    return pipe
 
 
 @contextmanager
