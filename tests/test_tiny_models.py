@@ -145,7 +145,7 @@ MAX_SEQUENCE_LENGTH = 48
 
 # (builder, pipeline class, is Fill, transformer in/out channels)
 FLUX_VARIANTS = {
-    "flux": (tiny_flux, FluxPipeline, False, (4, 4)),
+    "flux": (tiny_flux, FluxPipeline, False, (8, 8)),
     "flux-fill": (tiny_flux_fill, FluxFillPipeline, True, (20, 8)),
 }
 
