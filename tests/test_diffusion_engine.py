@@ -19,6 +19,7 @@ from journeyd.domain.errors import InvalidRequest, TaskCancelled
 from journeyd.domain.lifecycle import Status
 from journeyd.domain.prompt import parse_prompt
 from journeyd.engines.diffusion import DiffusionEngine, ModelLoadError, ProfileError, load_model, load_profiles
+from journeyd.engines.diffusion.fp8 import Fp8Linear
 from journeyd.engines.diffusion.profiles import detect_family
 from journeyd.engines.diffusion.speedups import SpeedupError, parse_speedups
 from journeyd.imaging.codec import decode_png
@@ -455,6 +456,40 @@ def test_compiled_fused_channels_last_model_draws_the_same_pictures(
             assert np.abs(a.astype(int) - b).max() <= 2
 
 
+def test_fp8_linears_stay_float8_under_casts_and_draw_nearly_the_same_pictures(
+    models: dict[str, Path], sdxl: DiffusionEngine
+) -> None:
+    """The fp8 lever (float8 weights, row-wise scales): each product within float8's rounding of the
+    plain one even after diffusers-style `.to(bf16)` casts, the pictures a few levels from the plain
+    model's (where two seeds differ by tens), and refused on a device that cannot run it."""
+    torch.manual_seed(0)
+    linear, x = torch.nn.Linear(64, 32), torch.randn(3, 5, 64)
+    exact = linear(x)
+    quantized = Fp8Linear(linear).to(torch.bfloat16)
+    assert quantized.weight_bits.dtype == torch.uint8 and quantized.scale_bits.dtype == torch.int32
+    assert (quantized(x.bfloat16()).float() - exact).abs().max() < 0.06 * exact.abs().max()
+
+    fast = DiffusionEngine.load(load_profiles(str(models["sdxl"]), extra=FAST), speedups="fp8")
+    unet = fast.models[0].inpaint.unet  # the derived pipelines share the swapped modules
+    assert sum(isinstance(m, Fp8Linear) for m in unet.modules()) > 0
+    assert not any(
+        type(m) is torch.nn.Linear
+        for b in unet.modules()
+        if type(b).__name__ == "BasicTransformerBlock"
+        for m in b.modules()
+    )
+    spec, seeds = parse_prompt("a lighthouse"), [3, 4, 5, 6]
+    ours, plain = fast.generate(spec, (64, 64), seeds, _quiet), sdxl.generate(spec, (64, 64), seeds, _quiet)
+    difference = np.abs(np.stack(ours).astype(int) - np.stack(plain))
+    assert difference.max() <= 12 and difference.mean() < 1.5
+    assert np.abs(plain[0].astype(int) - plain[1]).mean() > 10 * difference.mean()
+    mask = np.zeros((64, 64), bool)
+    mask[10:30, 10:40] = True
+    assert len(fast.inpaint(plain[0], mask, spec, seeds, "region", _quiet)) == 4
+    with pytest.raises(SpeedupError, match=r"fp8 needs an NVIDIA GPU of compute capability 8\.9"):
+        parse_speedups("auto,fp8", torch.device("mps"))
+
+
 # --- FLUX.1 (with FLUX.1-Fill for Region, Zoom and Pan) --------------------------------------------------------
 FLUX = {"size": 64, "steps": 2, "guidance": 3.5, "text_tokens": 48}
 
@@ -487,7 +522,7 @@ def test_flux_imagine_and_negative_prompts_through_true_cfg(flux: DiffusionEngin
 
 
 def test_flux_single_files_draw_what_the_folders_draw(
-    flux_folders: tuple[Path, Path], flux: DiffusionEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    flux_folders: tuple[Path, Path], flux: DiffusionEngine, tmp_path: Path
 ) -> None:
     """A FLUX transformer file (and a FLUX.1-Fill one) with the folders it belongs with as `config`:
     the same pictures as the folders, and Fill shares FLUX's text encoders and VAE instead of a second copy."""
@@ -511,7 +546,6 @@ def test_flux_single_files_draw_what_the_folders_draw(
     with pytest.raises(ModelLoadError, match="set config to the diffusers folder or hub id it belongs with"):
         DiffusionEngine.load(load_profiles(str(base_file), extra=FLUX))
     # ... and one in Black Forest Labs' layout does (here only its header: offline, the repository is not cached)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     header_only = tmp_path / "flux1-schnell.safetensors"
     save_file(
         {"double_blocks.0.img_attn.norm.key_norm.scale": torch.zeros(1), "img_in.weight": torch.zeros(1, 64)},

@@ -9,7 +9,9 @@ Each lever is one of `LEVERS`, chosen with `JOURNEYD_SPEEDUPS` (comma-separated,
   `compile_repeated_blocks`), so one compiled block serves all its copies and compiling takes
   seconds, not minutes;
 * `cuda_graphs`: the whole denoiser compiled with CUDA graphs (`mode="reduce-overhead"`), which
-  removes per-kernel launch cost; it replaces `compile` when both are asked for.
+  removes per-kernel launch cost; it replaces `compile` when both are asked for;
+* `fp8`: the linear layers of the repeated blocks in float8 with row-wise scales (fp8.py), on GPUs
+  of compute capability 8.9 or newer; it changes the pictures a little (float8 rounding).
 
 With `compile` or `cuda_graphs`, `DiffusionEngine.load` warms each model up at its default size.
 
@@ -27,7 +29,9 @@ from typing import Any
 
 import torch
 
-LEVERS = ("channels_last", "fused_qkv", "compile", "cuda_graphs")
+from journeyd.engines.diffusion.fp8 import fp8_supported, quantize_blocks
+
+LEVERS = ("channels_last", "fused_qkv", "compile", "cuda_graphs", "fp8")
 AUTO_ON_CUDA = frozenset({"channels_last", "fused_qkv"})
 COMPILING = frozenset({"compile", "cuda_graphs"})  # levers whose first call at a shape compiles
 
@@ -47,6 +51,8 @@ def parse_speedups(text: str | None, device: torch.device) -> frozenset[str]:
             chosen.add(word)
         elif word not in ("none", ""):
             raise SpeedupError(f"JOURNEYD_SPEEDUPS: {word!r} is not one of auto, none, {', '.join(LEVERS)}")
+    if "fp8" in chosen and (why := fp8_supported(device)):
+        raise SpeedupError(f"JOURNEYD_SPEEDUPS: {why}, not {device}")
     return frozenset(chosen)
 
 
@@ -72,6 +78,8 @@ def speed_up_denoiser(net: torch.nn.Module, levers: frozenset[str]) -> None:
         net.fuse_qkv_projections()
     if "channels_last" in levers:
         net.to(memory_format=torch.channels_last)
+    if "fp8" in levers and not quantize_blocks(net):
+        raise ValueError(f"fp8: {type(net).__name__} has no repeated blocks with linear layers to put in float8")
     if "cuda_graphs" in levers:
         net.compile(mode="reduce-overhead", fullgraph=True)
     elif "compile" in levers:
