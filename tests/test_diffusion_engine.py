@@ -429,11 +429,11 @@ def test_speedups_are_chosen_per_device_and_bad_names_are_refused() -> None:
 def test_compiled_fused_channels_last_model_draws_the_same_pictures(
     models: dict[str, Path], sd15: DiffusionEngine
 ) -> None:
-    """Every lever at once (regional torch.compile included, on the CPU here): compiling happens at
+    """Every picture-keeping lever at once (regional and VAE compile included, on the CPU here): compiling happens at
     start-up, so the first grid at the default size compiles nothing; the pictures are the plain
     model's to within rounding, --tile still works, and a second size recompiles instead of failing."""
     fast = DiffusionEngine.load(
-        load_profiles(str(models["sd15"]), extra=FAST), speedups="channels_last,fused_qkv,compile"
+        load_profiles(str(models["sd15"]), extra=FAST), speedups="channels_last,fused_qkv,compile,compile_vae"
     )
     unet = fast.models[0].txt2img.unet
     assert type(unet.attn_processors["mid_block.attentions.0.transformer_blocks.0.attn1.processor"]).__name__ == (

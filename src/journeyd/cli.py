@@ -214,7 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve_parser.add_argument("--model-family", help="diffusers: sd15 or sdxl, when it cannot be told")
     serve_parser.add_argument("--device", help="diffusers: cuda, mps or cpu (default: the best there is)")
     serve_parser.add_argument(
-        "--speedups", help="diffusers: auto (default), none, or channels_last,fused_qkv,compile,cuda_graphs,fp8"
+        "--speedups",
+        help="diffusers: auto (default), none, or channels_last,fused_qkv,compile,cuda_graphs,compile_vae,fp8",
     )
     serve_parser.add_argument("--workers", type=int, help="in-process worker threads (default 1)")
     serve_parser.add_argument("--public-url", help="base URL clients reach this server at")

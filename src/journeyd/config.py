@@ -27,7 +27,9 @@ class Settings(BaseSettings):
     models: str | None = Field(None, description="diffusers: a TOML file of [[profile]] tables, --v to model")
     device: str | None = Field(None, description="diffusers: cuda, mps or cpu (default: the best there is)")
     speedups: str = Field(
-        "auto", description="diffusers: auto, none, or a comma list of channels_last,fused_qkv,compile,cuda_graphs,fp8"
+        "auto",
+        description="diffusers: auto, none, or a comma list of levers "
+        "(channels_last, fused_qkv, compile, cuda_graphs, compile_vae, fp8)",
     )
     workers: int = Field(1, ge=0, description="In-process worker threads; 0 leaves tasks queued")
     batch_tasks: int = Field(
