@@ -456,6 +456,25 @@ def test_compiled_fused_channels_last_model_draws_the_same_pictures(
             assert np.abs(a.astype(int) - b).max() <= 2
 
 
+def test_whole_unet_compile_warms_up_the_dedicated_inpainting_model_too(
+    models: dict[str, Path], sd15: DiffusionEngine, tmp_path: Path
+) -> None:
+    """`cuda_graphs` compiles each UNet whole (plain compile on the CPU): start-up runs a grid and, for
+    the 9-channel inpainting UNet, an outpaint, so neither first task compiles; pictures as the plain model's."""
+    inpainting = tiny_sd15(tmp_path / "sd15-inpainting", inpaint=True)
+    profile = load_profiles(str(models["sd15"]), extra={**FAST, "inpaint_model": str(inpainting)})
+    fast = DiffusionEngine.load(profile, speedups="cuda_graphs")
+    graphs = counters["stats"]["unique_graphs"]
+    spec, seeds = parse_prompt("a lighthouse"), [3, 4, 5, 6]
+    grid = fast.generate(spec, (64, 64), seeds, _quiet)
+    hole = np.zeros((64, 64), bool)
+    hole[:, 40:] = True
+    assert len(fast.inpaint(grid[0], hole, spec, seeds, "outpaint", _quiet)) == 4
+    assert counters["stats"]["unique_graphs"] == graphs
+    for ours, plain in zip(grid, sd15.generate(spec, (64, 64), seeds, _quiet), strict=True):
+        assert np.abs(ours.astype(int) - plain).max() <= 2
+
+
 def test_fp8_linears_stay_float8_under_casts_and_draw_nearly_the_same_pictures(
     models: dict[str, Path], sdxl: DiffusionEngine
 ) -> None:

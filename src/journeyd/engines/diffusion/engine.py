@@ -64,7 +64,6 @@ QUALITY_STEPS = {0.25: 0.5, 0.5: 0.75, 1.0: 1.0, 2.0: 1.5, 4.0: 2.0}
 CHAOS_SPREAD = 0.35  # at --chaos 100, each candidate's conditioning moves this many standard deviations
 REGION_FIELD = 0.618  # how much of the picture a region crop shows around the mask, at least (Fooocus)
 PREVIEW_EVERY = 3  # steps between previews
-WARM_UP_STEPS = 3  # compiling happens on the first denoiser call, CUDA graphs are recorded on the second
 
 
 class DiffusionEngine:
@@ -91,15 +90,17 @@ class DiffusionEngine:
         return engine
 
     def warm_up(self) -> None:
-        """Draw one throwaway grid per model at its default size, so that compiling (and CUDA graph
-        capture) happens at start-up instead of in the first task. Other sizes compile on first use."""
+        """Draw one throwaway grid per model at its default size (and a Region, where a dedicated
+        inpainting model has its own denoiser), so that compiling and CUDA graph capture happen at
+        start-up instead of in the first task. Other sizes compile on first use."""
+        prompt, seeds = PromptSpec(text="warm-up"), range(4)
         for model in self.models:
             size = self._bucket(model, 1.0)
-            with model.lock:
-                pipe = model.pipeline("txt2img")
-                common = self._common(model, pipe, [(PromptSpec(text="warm-up"), range(4))], [_ignore], size)
-                common["num_inference_steps"] = WARM_UP_STEPS
-                pipe(width=size[0], height=size[1], **common)
+            grid = self._draw(model, [(prompt, seeds)], size, [_ignore])[0]
+            if denoiser(model.inpaint) is not denoiser(model.txt2img):
+                hole = np.zeros(grid[0].shape[:2], bool)
+                hole[: hole.shape[0] // 2] = True
+                self._inpaint(model, grid[0], hole, prompt, seeds, "outpaint", _ignore)
 
     # --- which model ------------------------------------------------------------------------------
     def check(self, prompt: PromptSpec) -> None:
@@ -160,7 +161,15 @@ class DiffusionEngine:
     ) -> list[list[Image]]:
         """Several Imagine jobs (of one batch key) in one pipeline call: their conditionings and
         generators are stacked, and each job's images are its slice of the output."""
-        model = self._model(jobs[0][0])
+        return self._draw(self._model(jobs[0][0]), jobs, size, progress)
+
+    def _draw(
+        self,
+        model: LoadedModel,
+        jobs: Sequence[tuple[PromptSpec, Sequence[int]]],
+        size: tuple[int, int],
+        progress: Sequence[Progress],
+    ) -> list[list[Image]]:
         width, height = size
         with model.lock, _circular(model, jobs[0][0].tile):
             pipe = model.pipeline("txt2img")
@@ -206,7 +215,18 @@ class DiffusionEngine:
     ) -> list[Image]:
         """Region: a crop around the mask with context, at the model's resolution. Outpaint: the
         whole canvas as context. The hole is pre-filled; candidates come back pasted into the image."""
-        model = self._model(prompt)
+        return self._inpaint(self._model(prompt), image, mask, prompt, seeds, kind, progress)
+
+    def _inpaint(
+        self,
+        model: LoadedModel,
+        image: Image,
+        mask: Mask,
+        prompt: PromptSpec,
+        seeds: Sequence[int],
+        kind: InpaintKind,
+        progress: Progress,
+    ) -> list[Image]:
         height, width = image.shape[:2]
         x0, y0, x1, y1 = context_box(mask, field=REGION_FIELD) if kind == "region" else (0, 0, width, height)
         crop, crop_mask = image[y0:y1, x0:x1], mask[y0:y1, x0:x1]
