@@ -291,11 +291,18 @@ class DiffusionEngine:
         seeds = [seed for _, job_seeds in jobs for seed in job_seeds]
         generators = [torch.Generator("cpu").manual_seed(int(seed)) for seed in seeds]
 
+        pending: list[previews.Pending | None] = [None] * len(jobs)  # each job's preview on its way
+
         def on_step(pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             total = max(getattr(pipeline, "num_timesteps", steps), step + 1)
             show = step + 1 < total and (step % PREVIEW_EVERY == PREVIEW_EVERY - 1) and "latents" in tensors
-            for report, first in zip(progress, _starts(jobs), strict=True):
-                preview = previews.of(model, pipeline, tensors["latents"], size, first) if show else None
+            for job, (report, first) in enumerate(zip(progress, _starts(jobs), strict=True)):
+                waiting = pending[job]
+                preview = None
+                if waiting is not None and waiting.ready():
+                    preview, pending[job] = waiting.image(), None
+                if show:
+                    pending[job] = previews.start(model, pipeline, tensors["latents"], size, first)
                 report(step + 1, total, preview)
             return tensors
 

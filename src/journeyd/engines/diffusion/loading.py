@@ -183,7 +183,7 @@ class LoadedModel:
     img2img: Any
     inpaint: Any
     lock: threading.Lock = field(default_factory=threading.Lock)
-    preview_map: Any = None  # latent-to-RGB for step previews, fitted on first use (see previews.py)
+    preview_map: torch.Tensor | None = None  # latent-to-RGB for step previews, fitted on first use (previews.py)
     schedulers: dict[str, Any] = field(init=False)  # each pipeline's scheduler as loaded: the template
 
     def __post_init__(self) -> None:

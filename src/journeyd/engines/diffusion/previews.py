@@ -4,10 +4,16 @@ The map is fitted once per model from the model's own VAE: a few smooth random c
 encoded, and least squares finds the affine map from each latent cell to the mean colour of the
 pixels it covers. It is rough — colours and layout, not detail — which is what a progress preview
 needs, and it costs one small matrix product per preview.
+
+On a GPU the product runs there and its result is copied to the CPU without waiting (`Pending`): a
+blocking copy would drain the GPU's queue of kernels every few steps and leave it idle while the
+worker encodes and stores the preview. The preview is handed over at the next step that finds the
+copy done, one step later than it was taken.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -38,18 +44,37 @@ def fit(vae: Any) -> np.ndarray:
     return np.linalg.lstsq(x, y, rcond=None)[0].astype(np.float32)
 
 
-def of(model: Any, pipeline: Any, latents: torch.Tensor, size: tuple[int, int], index: int = 0) -> np.ndarray | None:
-    """A preview of candidate `index` of a batch being drawn at `size`, or None if these latents
-    cannot be read."""
+@dataclass
+class Pending:
+    """A preview on its way to the CPU."""
+
+    rgb: torch.Tensor  # HxWx3 in 0..1, on the CPU; being written until `copied` has happened
+    copied: torch.cuda.Event | None = None
+
+    def ready(self) -> bool:
+        return self.copied is None or self.copied.query()
+
+    def image(self) -> np.ndarray:
+        return (self.rgb.clamp(0, 1) * 255).to(torch.uint8).numpy()
+
+
+def start(model: Any, pipeline: Any, latents: torch.Tensor, size: tuple[int, int], index: int = 0) -> Pending | None:
+    """Begin a preview of candidate `index` of a batch being drawn at `size`, or None if these
+    latents cannot be read."""
     if model.preview_map is None:
-        model.preview_map = fit(pipeline.vae)
+        model.preview_map = torch.from_numpy(fit(pipeline.vae)).to(latents.device)
     if latents.ndim == 3:  # FLUX packs latents as (batch, tokens, channels * 4)
         unpack = getattr(pipeline, "_unpack_latents", None)
         if unpack is None:
             return None
         latents = unpack(latents, size[1], size[0], pipeline.vae_scale_factor)
-    first = latents[index].float().cpu().permute(1, 2, 0).numpy()
-    if first.shape[-1] + 1 != model.preview_map.shape[0]:
+    cells, weights = latents[index].float().permute(1, 2, 0), model.preview_map
+    if cells.shape[-1] + 1 != weights.shape[0]:
         return None
-    rgb = np.concatenate([first, np.ones((*first.shape[:2], 1), np.float32)], axis=-1) @ model.preview_map
-    return (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+    rgb = cells @ weights[:-1] + weights[-1]
+    if rgb.device.type != "cuda":
+        return Pending(rgb.cpu())
+    copied = torch.cuda.Event()
+    host = rgb.to("cpu", non_blocking=True)
+    copied.record()
+    return Pending(host, copied)
