@@ -47,6 +47,7 @@ def test_vary_region_follows_the_seed_document(flow: Flow) -> None:
     assert body["code"] == 200 and body["data"][0]["status"] == "modal"
     modal_id = body["data"][0]["task_id"]
     assert TASK_ID.match(modal_id) and modal_id != upscaled["id"]
+    assert flow.client.get(f"/v1/tasks/{modal_id}").json()["data"]["status"] == "pending"  # the unified enum's word
     flow.runtime.run_pending()
     waiting = flow.fetch(modal_id)
     assert waiting["status"] == "MODAL" and waiting["action"] == "INPAINT"

@@ -30,7 +30,7 @@ UNIFIED_STATUS = {
     Status.IN_PROGRESS: "processing",
     Status.SUCCESS: "completed",
     Status.FAILURE: "failed",
-    Status.MODAL: "modal",
+    Status.MODAL: "pending",  # the unified enum has no "modal": it waits, not yet started, for its mask
     Status.CANCELLED: "cancelled",
 }
 
