@@ -27,6 +27,38 @@ def test_keys_create_prints_a_key_once_and_stores_only_its_hash(tmp_path: Path) 
     assert "250 credits" in listing and secret not in listing
 
 
+def test_a_top_up_and_a_revocation_reach_a_running_server(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    secret = journeyd("keys", "create", "--credits", "3", "--data-dir", str(data)).stdout.strip()
+    key_id = journeyd("keys", "list", "--data-dir", str(data)).stdout.split()[0]
+    server = Server(data, args=("--prices", '{"midjourney@imagine": 4}')).start()
+    try:
+
+        def imagine() -> httpx.Response:
+            return httpx.post(
+                f"{server.url}/v1/midjourney/generations",
+                json={"prompt": "a lighthouse"},
+                headers={"Authorization": f"Bearer {secret}"},
+            )
+
+        assert imagine().status_code == 402  # 3 credits, the price is 4
+        credited = journeyd("keys", "credit", key_id, "5", "--data-dir", str(data))
+        assert credited.returncode == 0 and "8 credits  active" in credited.stdout
+        assert imagine().status_code == 200
+        assert "4 credits  active" in journeyd("keys", "list", "--data-dir", str(data)).stdout
+        assert journeyd("keys", "credit", key_id, "0", "--data-dir", str(data)).returncode == 2
+        assert journeyd("keys", "credit", "nope", "5", "--data-dir", str(data)).returncode == 2
+        revoked = journeyd("keys", "revoke", key_id, "--data-dir", str(data))
+        assert revoked.returncode == 0 and "revoked" in revoked.stdout
+        refused = imagine()
+        assert refused.status_code == 403 and "revoked" in refused.text
+    finally:
+        server.stop()
+    with sqlite3.connect(data / "journeyd.sqlite3") as db:
+        grants = db.execute("SELECT amount FROM ledger WHERE kind = 'grant' ORDER BY id").fetchall()
+    assert grants == [(3,), (5,)]
+
+
 def test_serve_refuses_a_public_address_without_keys(tmp_path: Path) -> None:
     result = journeyd("serve", "--host", "0.0.0.0", "--port", str(free_port()), "--data-dir", str(tmp_path / "d"))
     assert result.returncode == 2

@@ -8,7 +8,7 @@ import io
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -99,10 +99,43 @@ def keys_list(args: argparse.Namespace) -> int:
     settings = _settings(args)
     store = SqliteStore(settings.database_path)
     for key in store.list_keys():
-        state = "revoked" if key.revoked else "active"
-        print(f"{key.id}  {key.prefix}…  {key.balance:>8} credits  {state}  {key.name}")
+        _print_key(key)
     store.close()
     return 0
+
+
+def _print_key(key: ApiKey) -> None:
+    state = "revoked" if key.revoked else "active"
+    print(f"{key.id}  {key.prefix}…  {key.balance:>8} credits  {state}  {key.name}")
+
+
+def keys_revoke(args: argparse.Namespace) -> int:
+    return _change_key(args, lambda store, now: store.revoke_key(args.key_id, now))
+
+
+def keys_credit(args: argparse.Namespace) -> int:
+    return _change_key(args, lambda store, now: store.grant(args.key_id, args.credits, now))
+
+
+def _change_key(args: argparse.Namespace, change: Callable[[SqliteStore, int], ApiKey | None]) -> int:
+    """Apply `change` to the key named on the command line (a running server sees it at its next request)."""
+    store = SqliteStore(_settings(args).database_path)
+    try:
+        key = change(store, SystemClock().now_ms())
+    finally:
+        store.close()
+    if key is None:
+        print(f"journeyd: no key {args.key_id!r}; `journeyd keys list` shows their ids", file=sys.stderr)
+        return 2
+    _print_key(key)
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of credits")
+    return value
 
 
 # --- demo -------------------------------------------------------------------------------------------
@@ -234,6 +267,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     list_parser = key_commands.add_parser("list", help="list keys (never their secrets)")
     common(list_parser)
     list_parser.set_defaults(func=keys_list)
+    revoke_parser = key_commands.add_parser("revoke", help="revoke a key for good (its requests get 403)")
+    common(revoke_parser)
+    revoke_parser.add_argument("key_id", help="the key's id, as `keys list` shows it")
+    revoke_parser.set_defaults(func=keys_revoke)
+    credit_parser = key_commands.add_parser("credit", help="add credits to a key (a top-up, in the ledger)")
+    common(credit_parser)
+    credit_parser.add_argument("key_id", help="the key's id, as `keys list` shows it")
+    credit_parser.add_argument("credits", type=_positive, help="how many credits to add")
+    credit_parser.set_defaults(func=keys_credit)
 
     demo_parser = commands.add_parser("demo", help="imagine -> U1 -> Vary (Region) -> modal, print the URLs")
     common(demo_parser)

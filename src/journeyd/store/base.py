@@ -134,6 +134,12 @@ class TaskStore(Protocol):
 
     def count_keys(self) -> int: ...
 
+    def revoke_key(self, key_id: str, now: int) -> ApiKey | None:
+        """Revoke a key for good (its requests get 403 from now on); None if there is no such key."""
+
+    def grant(self, key_id: str, amount: int, now: int) -> ApiKey | None:
+        """Add `amount` credits to a key, with a ledger entry; the key after it, or None if there is none."""
+
     def ledger(self, *, key_id: str | None = None, task_id: str | None = None) -> list[LedgerEntry]: ...
 
     def close(self) -> None: ...

@@ -211,6 +211,15 @@ def _task_from_row(row: sqlite3.Row) -> Task:
     )
 
 
+def _grant(conn: sqlite3.Connection, key_id: str, amount: int, now: int) -> None:
+    """Credits onto a key, and the ledger line that says so, in the caller's transaction."""
+    conn.execute("UPDATE api_keys SET balance = balance + ? WHERE id = ?", (amount, key_id))
+    conn.execute(
+        "INSERT INTO ledger (key_id, task_id, kind, step, amount, created_at) VALUES (?, NULL, 'grant', 'grant', ?, ?)",
+        (key_id, amount, now),
+    )
+
+
 def _key_from_row(row: sqlite3.Row) -> ApiKey:
     return ApiKey(
         row["id"], row["prefix"], row["name"], row["balance"], row["created_at"], row["revoked_at"] is not None
@@ -673,14 +682,24 @@ class SqliteStore:
         with self._write() as conn:
             conn.execute(
                 "INSERT INTO api_keys (id, hash, prefix, name, balance, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (key.id, key_hash, key.prefix, key.name, key.balance, key.created_at),
+                (key.id, key_hash, key.prefix, key.name, 0, key.created_at),
             )
             if key.balance:
-                conn.execute(
-                    "INSERT INTO ledger (key_id, task_id, kind, step, amount, created_at) "
-                    "VALUES (?, NULL, 'grant', 'grant', ?, ?)",
-                    (key.id, key.balance, key.created_at),
-                )
+                _grant(conn, key.id, key.balance, key.created_at)
+
+    def revoke_key(self, key_id: str, now: int) -> ApiKey | None:
+        with self._write() as conn:
+            conn.execute("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?", (now, key_id))
+            row = conn.execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        return _key_from_row(row) if row else None
+
+    def grant(self, key_id: str, amount: int, now: int) -> ApiKey | None:
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM api_keys WHERE id = ?", (key_id,)).fetchone() is None:
+                return None
+            _grant(conn, key_id, amount, now)
+            row = conn.execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        return _key_from_row(row)
 
     def key_by_hash(self, key_hash: str) -> ApiKey | None:
         row = self._conn().execute("SELECT * FROM api_keys WHERE hash = ?", (key_hash,)).fetchone()
