@@ -2,12 +2,11 @@
 
 A model comes from a hub id (through the local cache, honouring HF_HUB_OFFLINE), a diffusers
 folder, or one `.safetensors` checkpoint. txt2img, img2img and inpaint are built with `from_pipe`,
-so they share one set of weights. A dedicated inpainting checkpoint, if configured, brings only its
-denoiser (9-channel UNet, FLUX.1-Fill transformer): it shares the base model's text encoders and
-VAE, which are the same networks (for FLUX that saves a second T5-XXL, ~9.5 GB in bf16).
-A single-file FLUX checkpoint holds the transformer alone (BFL's own files) or the transformer first:
-the transformer comes from the file, the text encoders and VAE from `config` (default: the hub
-repository diffusers names for that kind of checkpoint, from the local cache).
+so they share one set of weights. A dedicated inpainting checkpoint, if configured, is the only
+second model (for FLUX.1-Fill, only its transformer: see `_load_inpaint`).
+A single-file FLUX checkpoint is read for its transformer only (Black Forest Labs' files hold nothing
+else); the text encoders and VAE come from `config` (default: the hub repository diffusers names for
+that kind of checkpoint, from the local cache).
 Everything is loaded at start-up: a missing or broken model stops the server with a message naming
 it, instead of failing the first task.
 """
@@ -23,7 +22,7 @@ from typing import Any
 import torch
 
 from journeyd.engines.diffusion.profiles import Profile
-from journeyd.engines.diffusion.speedups import apply_speedups, speed_up_denoiser
+from journeyd.engines.diffusion.speedups import apply_speedups, denoiser, speed_up_denoiser
 
 
 class ModelLoadError(RuntimeError):
@@ -69,15 +68,6 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
 
 
-def _denoiser_class(family: str) -> tuple[Any, str]:
-    """The class of a family's denoiser, and its folder in a diffusers pipeline."""
-    import diffusers
-
-    if family == "flux":
-        return diffusers.FluxTransformer2DModel, "transformer"
-    return diffusers.UNet2DConditionModel, "unet"
-
-
 def _load(
     cls: Any, source: str, dtype: torch.dtype, config: str | None = None, subfolder: str | None = None, **parts: Any
 ) -> Any:
@@ -112,14 +102,18 @@ def _load_base(profile: Profile, dtype: torch.dtype) -> Any:
     if profile.family != "flux" or not Path(profile.model).expanduser().is_file():
         return _load(cls, profile.model, dtype, profile.config)
     config = profile.config or _flux_repository(profile.model)
-    model_cls, subfolder = _denoiser_class("flux")
     try:
-        transformer = _load(model_cls, profile.model, dtype, config, subfolder)
-        return _load(cls, config, dtype, transformer=transformer)
+        return _load(cls, config, dtype, transformer=_flux_transformer(profile.model, dtype, config))
     except ModelLoadError as error:
         raise ModelLoadError(
             f"{error} (the transformer's config, text encoders and VAE come from {config!r})"
         ) from error
+
+
+def _flux_transformer(source: str, dtype: torch.dtype, config: str | None) -> Any:
+    import diffusers
+
+    return _load(diffusers.FluxTransformer2DModel, source, dtype, config, "transformer")
 
 
 def _flux_repository(checkpoint: str) -> str:
@@ -218,19 +212,33 @@ def load_model(
     if profile.lora:
         _bake_lora(txt2img, profile)
     txt2img.to(device)
-    dedicated = None
-    if profile.inpaint_model:
-        model_cls, subfolder = _denoiser_class(profile.family)
-        dedicated = _load(model_cls, profile.inpaint_model, dtype, profile.inpaint_config, subfolder).to(device)
+    inpaint = _load_inpaint(profile, dtype, txt2img)
     try:
         apply_speedups(txt2img, speedups)
-        if dedicated is not None:
-            speed_up_denoiser(dedicated, speedups)
+        if inpaint is not None:
+            if inpaint.vae is txt2img.vae:  # FLUX.1-Fill: only the transformer is its own
+                speed_up_denoiser(denoiser(inpaint), speedups)
+            else:
+                apply_speedups(inpaint, speedups)
     except Exception as error:  # e.g. fused QKV on a UNet with added KV projections
         raise ModelLoadError(
             f"model {profile.model!r}: speed-ups {', '.join(sorted(speedups))} failed: {error}"
         ) from error
-    return share_weights(profile, txt2img, dedicated)
+    return share_weights(profile, txt2img, inpaint)
+
+
+def _load_inpaint(profile: Profile, dtype: torch.dtype, txt2img: Any) -> Any | None:
+    """The dedicated inpainting pipeline, if the profile names one. FLUX.1-Fill's text encoders and VAE
+    are FLUX.1's own, unchanged: only its transformer is loaded, and the rest shared (no second
+    T5-XXL, ~9.5 GB in bf16). An SD 1.5 or SDXL inpainting checkpoint is loaded whole, since
+    fine-tunes often train their text encoders and an inpainting model expects its own."""
+    if not profile.inpaint_model:
+        return None
+    dedicated_cls = _pipeline_classes(profile.family)[3]
+    if profile.family != "flux":
+        return _load(dedicated_cls, profile.inpaint_model, dtype, profile.inpaint_config).to(txt2img.device)
+    transformer = _flux_transformer(profile.inpaint_model, dtype, profile.inpaint_config).to(txt2img.device)
+    return _derive(dedicated_cls, txt2img, transformer=transformer)
 
 
 def _bake_lora(pipe: Any, profile: Profile) -> None:
@@ -249,14 +257,11 @@ def _bake_lora(pipe: Any, profile: Profile) -> None:
         raise ModelLoadError(f"could not load LoRA {profile.lora!r} for {profile.model!r}: {_reason(error)}") from error
 
 
-def share_weights(profile: Profile, txt2img: Any, inpaint_denoiser: Any | None = None) -> LoadedModel:
-    """The three pipelines over one model's weights. With a dedicated inpainting denoiser, inpaint
-    runs it over the base model's text encoders and VAE; without one, the base model inpaints by
-    blending latents at every step."""
-    _, img2img_cls, inpaint_cls, dedicated_cls = _pipeline_classes(profile.family)
-    txt2img.set_progress_bar_config(disable=True)
-    if inpaint_denoiser is None:
-        inpaint = _derive(inpaint_cls, txt2img)
-    else:
-        inpaint = _derive(dedicated_cls, txt2img, **{_denoiser_class(profile.family)[1]: inpaint_denoiser})
-    return LoadedModel(profile, txt2img, _derive(img2img_cls, txt2img), inpaint)
+def share_weights(profile: Profile, txt2img: Any, inpaint: Any | None = None) -> LoadedModel:
+    """The three pipelines over one model's weights (and a dedicated inpainting pipeline, if given);
+    without one, the base model inpaints by blending latents at every step."""
+    _, img2img_cls, inpaint_cls, _ = _pipeline_classes(profile.family)
+    for pipe in (txt2img, inpaint):
+        if pipe is not None:
+            pipe.set_progress_bar_config(disable=True)
+    return LoadedModel(profile, txt2img, _derive(img2img_cls, txt2img), inpaint or _derive(inpaint_cls, txt2img))
