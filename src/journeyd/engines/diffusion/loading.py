@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from journeyd.engines.diffusion import previews
 from journeyd.engines.diffusion.profiles import Profile
 from journeyd.engines.diffusion.speedups import apply_speedups, denoiser, speed_up_denoiser
 
@@ -176,8 +177,8 @@ class LoadedModel:
     txt2img: Any
     img2img: Any
     inpaint: Any
+    preview_map: torch.Tensor  # latent-to-RGB for step previews (previews.py)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    preview_map: torch.Tensor | None = None  # latent-to-RGB for step previews, fitted on first use (previews.py)
     schedulers: dict[str, Any] = field(init=False)  # each pipeline's scheduler as loaded: the template
 
     def __post_init__(self) -> None:
@@ -264,4 +265,10 @@ def share_weights(profile: Profile, txt2img: Any, inpaint: Any | None = None) ->
     for pipe in (txt2img, inpaint):
         if pipe is not None:
             pipe.set_progress_bar_config(disable=True)
-    return LoadedModel(profile, txt2img, _derive(img2img_cls, txt2img), inpaint or _derive(inpaint_cls, txt2img))
+    return LoadedModel(
+        profile,
+        txt2img,
+        _derive(img2img_cls, txt2img),
+        inpaint or _derive(inpaint_cls, txt2img),
+        previews.fit(txt2img.vae),  # now, not at the first preview: a task's steps should not wait for it
+    )

@@ -1,6 +1,6 @@
 """Step previews from latents, with no extra weights (no TAESD): a linear latent-to-RGB map.
 
-The map is fitted once per model from the model's own VAE: a few smooth random colour images are
+The map is fitted once per model, at load, from the model's own VAE: a few smooth random colour images are
 encoded, and least squares finds the affine map from each latent cell to the mean colour of the
 pixels it covers. It is rough — colours and layout, not detail — which is what a progress preview
 needs, and it costs one small matrix product per preview.
@@ -25,8 +25,9 @@ FIT_SIZE = 128
 
 
 @torch.no_grad()
-def fit(vae: Any) -> np.ndarray:
-    """An (channels + 1) x 3 matrix: latents (as the denoiser sees them, plus a 1) to RGB in 0..1."""
+def fit(vae: Any) -> torch.Tensor:
+    """An (channels + 1) x 3 matrix on the VAE's device: latents (as the denoiser sees them, plus a 1)
+    to RGB in 0..1."""
     rng = np.random.default_rng(0)
     images = []
     for _ in range(FIT_IMAGES):  # smooth colour fields, so every latent cell covers a steady colour
@@ -41,7 +42,7 @@ def fit(vae: Any) -> np.ndarray:
     x = latents.float().cpu().permute(0, 2, 3, 1).reshape(-1, latents.shape[1]).numpy()
     y = targets.permute(0, 2, 3, 1).reshape(-1, 3).numpy()
     x = np.concatenate([x, np.ones((len(x), 1), np.float32)], axis=1)
-    return np.linalg.lstsq(x, y, rcond=None)[0].astype(np.float32)
+    return torch.from_numpy(np.linalg.lstsq(x, y, rcond=None)[0].astype(np.float32)).to(parameter.device)
 
 
 @dataclass
@@ -61,8 +62,6 @@ class Pending:
 def start(model: Any, pipeline: Any, latents: torch.Tensor, size: tuple[int, int], index: int = 0) -> Pending | None:
     """Begin a preview of candidate `index` of a batch being drawn at `size`, or None if these
     latents cannot be read."""
-    if model.preview_map is None:
-        model.preview_map = torch.from_numpy(fit(pipeline.vae)).to(latents.device)
     if latents.ndim == 3:  # FLUX packs latents as (batch, tokens, channels * 4)
         unpack = getattr(pipeline, "_unpack_latents", None)
         if unpack is None:
