@@ -321,6 +321,38 @@ def test_compatible_imagines_queued_back_to_back_share_one_call(
             assert np.abs(decode_png(runtime.images.get(key)).astype(int) - image).max() <= 2
 
 
+def test_a_batch_that_runs_out_of_gpu_memory_is_drawn_one_task_at_a_time(
+    tmp_path: Path, clock, sd15: DiffusionEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """The device's memory is outside our control here: a stand-in raises torch's out-of-memory error
+    for any call of more than `room` images, as a GPU would."""
+    runtime = build_runtime(make_settings(tmp_path, batch_tasks=2), clock=clock, seed=3, engine=sd15)
+    draw, room = sd15._draw, [4]
+
+    def limited(model, jobs, size, progress):  # type: ignore[no-untyped-def]
+        if sum(len(seeds) for _, seeds in jobs) > room[0]:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return draw(model, jobs, size, progress)
+
+    monkeypatch.setattr(sd15, "_draw", limited)
+    calls = _spy_on_batches(sd15, monkeypatch)
+    tower, slides = runtime.service.imagine(LOCAL, "lowest tower"), runtime.service.imagine(LOCAL, "newer slides")
+    assert runtime.run_pending() == 1
+    assert calls == [["lowest tower", "newer slides"], ["lowest tower"], ["newer slides"]]
+    for task in (tower, slides):
+        done = runtime.store.get_task(task.id)
+        assert done is not None and done.status is Status.SUCCESS and len(done.result.images) == 4  # type: ignore[union-attr]
+
+    room[0] = 2  # now not even one grid fits: the task fails, saying why
+    alone = runtime.service.imagine(LOCAL, "lowest tower")
+    runtime.run_pending()
+    failed = runtime.store.get_task(alone.id)
+    assert failed is not None and failed.status is Status.FAILURE
+    assert failed.fail_reason == (
+        "the GPU ran out of memory (CUDA out of memory. Tried to allocate 2.00 GiB); a smaller size or model may fit"
+    )
+
+
 def test_a_task_cancelled_during_a_shared_call_leaves_it_and_the_other_finishes(
     tmp_path: Path, clock, sd15: DiffusionEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]

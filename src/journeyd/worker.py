@@ -18,7 +18,7 @@ from journeyd.clock import Clock
 from journeyd.domain.errors import JourneydError, TaskCancelled
 from journeyd.domain.lifecycle import Status
 from journeyd.domain.task import Result, Task
-from journeyd.engines.base import BatchEngine, Engine, Progress
+from journeyd.engines.base import BatchEngine, Engine, EngineOutOfMemory, Progress
 from journeyd.imaging.codec import decode_png, encode_jpeg, encode_png
 from journeyd.imaging.grid import make_grid
 from journeyd.media.storage import ImageStore
@@ -133,6 +133,16 @@ class Worker:
         except TaskCancelled:  # raised above once no task is left; from an engine itself, for all that are
             for task in left.values():
                 ended[task.id] = self._finish(task, Status.CANCELLED, fail_reason="cancelled by request")
+        except EngineOutOfMemory as error:
+            if len(left) > 1:  # a batch that does not fit: each task may fit alone
+                log.warning("%s for a batch of %d tasks; running them one at a time", error, len(left))
+                for task in list(left.values()):
+                    ended[task.id] = self.run([task])[0]
+            else:
+                for task in left.values():
+                    ended[task.id] = self._finish(
+                        task, Status.FAILURE, fail_reason=f"{error}; a smaller size or model may fit"
+                    )
         except JourneydError as error:
             for task in left.values():
                 ended[task.id] = self._finish(task, Status.FAILURE, fail_reason=error.message)

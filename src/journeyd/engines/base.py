@@ -22,6 +22,11 @@ UpscaleMode = Literal["subtle", "creative"]
 InpaintKind = Literal["region", "outpaint"]
 
 
+class EngineOutOfMemory(Exception):
+    """The device ran out of memory for one call; its message says for what. Nothing is wrong with the
+    task itself: run alone instead of in a batch, it may fit."""
+
+
 class Progress(Protocol):
     """Called by engines as work advances. It raises `TaskCancelled` when the task was cancelled,
     so an engine stops at its next step without checking anything itself. An engine may pass a

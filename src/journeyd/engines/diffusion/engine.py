@@ -9,12 +9,13 @@ not done here: `render` does it once, so pixels beyond the feather never pass th
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import cv2
 import numpy as np
@@ -22,7 +23,7 @@ import torch
 
 from journeyd.domain.errors import InvalidRequest
 from journeyd.domain.prompt import PromptSpec, WeightedPart
-from journeyd.engines.base import Image, InpaintKind, Mask, Progress, UpscaleMode
+from journeyd.engines.base import EngineOutOfMemory, Image, InpaintKind, Mask, Progress, UpscaleMode
 from journeyd.engines.diffusion import previews
 from journeyd.engines.diffusion.loading import LoadedModel, load_model, pick_device
 from journeyd.engines.diffusion.profiles import Profile, Versions
@@ -64,6 +65,25 @@ QUALITY_STEPS = {0.25: 0.5, 0.5: 0.75, 1.0: 1.0, 2.0: 1.5, 4.0: 2.0}
 CHAOS_SPREAD = 0.35  # at --chaos 100, each candidate's conditioning moves this many standard deviations
 REGION_FIELD = 0.618  # how much of the picture a region crop shows around the mask, at least (Fooocus)
 PREVIEW_EVERY = 3  # steps between previews
+P, R = ParamSpec("P"), TypeVar("R")
+
+
+def _memory_errors(action: Callable[P, R]) -> Callable[P, R]:
+    """An engine action whose device runs out of memory raises EngineOutOfMemory, after giving the
+    cached blocks back, so the worker can retry a batch one task at a time and the next call starts
+    from a clean allocator."""
+
+    @functools.wraps(action)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return action(*args, **kwargs)
+        except torch.OutOfMemoryError as error:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise EngineOutOfMemory(f"the GPU ran out of memory ({first_line})") from error
+
+    return guarded
 
 
 class DiffusionEngine:
@@ -128,6 +148,7 @@ class DiffusionEngine:
         return max(step, round(width * scale / step) * step), max(step, round(height * scale / step) * step)
 
     # --- actions ----------------------------------------------------------------------------------
+    @_memory_errors
     def generate(
         self,
         prompt: PromptSpec,
@@ -156,6 +177,7 @@ class DiffusionEngine:
         negative = model.profile.family == "flux" and bool(prompt.negative)
         return (self.models.index(model), self.canvas_size(prompt), steps, guidance, negative)
 
+    @_memory_errors
     def generate_batch(
         self, jobs: Sequence[tuple[PromptSpec, Sequence[int]]], size: tuple[int, int], progress: Sequence[Progress]
     ) -> list[list[Image]]:
@@ -177,6 +199,7 @@ class DiffusionEngine:
             images = _to_uint8(pipe(width=width, height=height, **common).images)
         return [images[start : start + len(seeds)] for start, (_, seeds) in zip(_starts(jobs), jobs, strict=True)]
 
+    @_memory_errors
     def vary(
         self, image: Image, prompt: PromptSpec, strength: float, seeds: Sequence[int], progress: Progress
     ) -> list[Image]:
@@ -186,6 +209,7 @@ class DiffusionEngine:
         with model.lock:
             return self._img2img(model, prompt, [image] * len(seeds), strength, seeds, progress)
 
+    @_memory_errors
     def upscale(self, image: Image, prompt: PromptSpec, mode: UpscaleMode, seed: int, progress: Progress) -> Image:
         """Twice the size: Lanczos, then img2img over overlapping native-size tiles, blended."""
         model = self._model(prompt)
@@ -210,6 +234,7 @@ class DiffusionEngine:
                 weight[y0:y1, x0:x1] += ramp
         return np.clip(np.rint(total / np.maximum(weight, 1e-6)[..., None]), 0, 255).astype(np.uint8)
 
+    @_memory_errors
     def inpaint(
         self, image: Image, mask: Mask, prompt: PromptSpec, seeds: Sequence[int], kind: InpaintKind, progress: Progress
     ) -> list[Image]:
