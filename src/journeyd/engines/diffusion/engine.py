@@ -317,6 +317,7 @@ class DiffusionEngine:
         generators = [torch.Generator("cpu").manual_seed(int(seed)) for seed in seeds]
 
         pending: list[previews.Pending | None] = [None] * len(jobs)  # each job's preview on its way
+        roll = jobs[0][0].tile and model.profile.family == "flux"
 
         def on_step(pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             total = max(getattr(pipeline, "num_timesteps", steps), step + 1)
@@ -329,6 +330,8 @@ class DiffusionEngine:
                 if show:
                     pending[job] = previews.start(model, pipeline, tensors["latents"], size, first)
                 report(step + 1, total, preview)
+            if roll and step + 1 < total:
+                tensors["latents"] = _roll_flux(pipeline, tensors["latents"], size, step)
             return tensors
 
         conditionings = [
@@ -453,7 +456,7 @@ def _spread(embeds: torch.Tensor, chaos: int | None, seeds: Sequence[int]) -> to
 @contextmanager
 def _circular(model: LoadedModel, tile: bool) -> Iterator[None]:
     """--tile: seamless textures by padding every convolution circularly for this call (eagerly: a
-    compiled graph would not see the change)."""
+    compiled graph would not see the change). FLUX's transformer has none: see `_roll_flux`."""
     if not tile:
         yield
         return
@@ -468,6 +471,20 @@ def _circular(model: LoadedModel, tile: bool) -> Iterator[None]:
     finally:
         for conv, mode in zip(convs, saved, strict=True):
             conv.padding_mode = mode
+
+
+def _roll_flux(pipe: Any, latents: torch.Tensor, size: tuple[int, int], step: int) -> torch.Tensor:
+    """--tile on FLUX: its transformer has no convolutions to pad circularly (only the VAE's are), so
+    after every step the latents are rolled around by a new offset, and the picture's edges are
+    denoised in the middle of the frame, where the model sees them meet. Offsets follow the golden
+    ratio, so they cover the frame evenly; they are even, to keep FLUX's 2x2 latent patches whole.
+    A roll of a seamless texture is still one: the last offset is not undone."""
+    width, height = size
+    grid = pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor)
+    batch, channels, rows, cols = grid.shape
+    phase = ((step + 1) * 0.6180339887) % 1.0
+    shift = (2 * round(rows * phase / 2), 2 * round(cols * (1.0 - phase) / 2))
+    return pipe._pack_latents(torch.roll(grid, shift, dims=(2, 3)), batch, channels, rows, cols)
 
 
 def _multiple(model: LoadedModel) -> int:
