@@ -110,7 +110,7 @@ class DiffusionEngine:
         return engine
 
     def warm_up(self) -> None:
-        """Draw one throwaway grid per model at its default size (and a Region, where a dedicated
+        """Draw one throwaway grid per model at its default size (and an outpaint, where a dedicated
         inpainting model has its own denoiser), so that compiling and CUDA graph capture happen at
         start-up instead of in the first task. Other sizes compile on first use."""
         prompt, seeds = PromptSpec(text="warm-up"), range(4)
