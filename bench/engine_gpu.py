@@ -871,7 +871,7 @@ def main() -> int:
         "--dtype",
         choices=("auto", "bfloat16", "float16", "float32"),
         default="auto",
-        help="both sides' weights (default: journeyd's pick_device: bf16 on a GPU, fp32 on a CPU)",
+        help="both sides' weights (default: journeyd's pick_device: bf16 on a GPU or a CPU with native bf16)",
     )
     parser.add_argument(
         "--speedups",
@@ -893,11 +893,9 @@ def main() -> int:
     transformers.utils.logging.set_verbosity_error()
 
     families = ["sdxl", "sd15"] if args.family == "both" else [args.family]
-    device, dtype = pick_device()
+    device, dtype = pick_device(None, args.dtype)
     if device.type == "mps":
-        device, dtype = torch.device("cpu"), torch.float32  # full-size needs CUDA; tiny runs anywhere
-    if args.dtype != "auto":
-        dtype = getattr(torch, args.dtype)
+        device, dtype = pick_device("cpu", args.dtype)  # full-size needs CUDA; tiny runs anywhere
     tiny = args.tiny or device.type != "cuda"
     mode = f"{device.type}-{'tiny' if tiny else 'full'}"
     steps = [int(s) for s in (args.steps or ("4,2" if tiny else "30,4")).split(",") if s.strip()]

@@ -13,12 +13,7 @@ script times it alone, with no model, so that changes to it can be compared on a
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import platform
-import re
-import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -30,7 +25,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from common import write_report  # noqa: E402
 from journeyd.imaging.canvas import zoom_canvas  # noqa: E402
 from journeyd.imaging.composite import dilate, feather_for  # noqa: E402
 from journeyd.imaging.fill import blur_fill  # noqa: E402
@@ -81,12 +78,6 @@ def cases(side: int) -> dict[str, tuple[Callable[[], Any], str]]:
     }
 
 
-def _cpu() -> str:
-    info = Path("/proc/cpuinfo")
-    match = re.search(r"model name\s*:\s*(.+)", info.read_text()) if info.exists() else None
-    return match.group(1).strip() if match else platform.machine()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--side", type=int, default=1024, help="parent image side (default 1024, SDXL's)")
@@ -97,21 +88,15 @@ def main() -> int:
     for name, (work, size) in cases(args.side).items():
         results[name] = {"seconds": _best(work, args.reps), "size": size}
         print(f"{name:<16} {results[name]['seconds'] * 1000:8.1f} ms  ({size})")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
-    report = {
-        "benchmark": "render_overhead",
-        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
-        "commit": commit.stdout.strip() or None,
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "device": {"cpu": _cpu(), "cores": os.cpu_count(), "opencv_threads": cv2.getNumThreads()},
-        "versions": {"python": platform.python_version(), "numpy": np.__version__, "opencv": cv2.__version__},
-        "reps": args.reps,
-        "results": results,
-    }
-    out = ROOT / "bench" / "results" / f"render_overhead-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"written to {out.relative_to(ROOT)}")
+    write_report(
+        "render_overhead",
+        {
+            "device": {"opencv_threads": cv2.getNumThreads()},
+            "versions": {"python": platform.python_version(), "numpy": np.__version__, "opencv": cv2.__version__},
+            "reps": args.reps,
+            "results": results,
+        },
+    )
     return 0
 
 

@@ -34,6 +34,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "models",
         "model_family",
         "device",
+        "dtype",
         "speedups",
     ):
         value = getattr(args, name, None)
@@ -246,6 +247,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve_parser.add_argument("--models", help="diffusers: TOML file of [[profile]] tables mapping --v to models")
     serve_parser.add_argument("--model-family", help="diffusers: sd15 or sdxl, when it cannot be told")
     serve_parser.add_argument("--device", help="diffusers: cuda, mps or cpu (default: the best there is)")
+    serve_parser.add_argument(
+        "--dtype",
+        choices=("auto", "float32", "bfloat16", "float16"),
+        help="diffusers: auto (default: bf16/fp16 on a GPU, bf16 on a CPU with native bf16, else fp32)",
+    )
     serve_parser.add_argument(
         "--speedups",
         help="diffusers: auto (default), none, or channels_last,fused_qkv,compile,cuda_graphs,compile_vae,fp8",

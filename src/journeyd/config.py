@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -26,6 +27,9 @@ class Settings(BaseSettings):
     model_family: str | None = Field(None, description="diffusers: sd15 or sdxl, when it cannot be told")
     models: str | None = Field(None, description="diffusers: a TOML file of [[profile]] tables, --v to model")
     device: str | None = Field(None, description="diffusers: cuda, mps or cpu (default: the best there is)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="diffusers: auto = bf16/fp16 on a GPU, bf16 on a CPU with native bf16, else fp32"
+    )
     speedups: str = Field(
         "auto",
         description="diffusers: auto, none, or a comma list of levers "

@@ -21,5 +21,6 @@ def load_engine(settings: Settings) -> Engine:
             load_profiles(settings.model, settings.models, settings.model_family),
             device=settings.device,
             speedups=settings.speedups,
+            dtype=settings.dtype,
         )
     raise ValueError(f"unknown engine {settings.engine!r}; choose one of: {', '.join(ENGINES)}")

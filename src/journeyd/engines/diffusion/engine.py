@@ -98,13 +98,19 @@ class DiffusionEngine:
 
     @classmethod
     def load(
-        cls, profiles: Sequence[Profile], *, device: str | None = None, speedups: str | None = None
+        cls,
+        profiles: Sequence[Profile],
+        *,
+        device: str | None = None,
+        speedups: str | None = None,
+        dtype: str | None = None,
     ) -> DiffusionEngine:
-        """Load every profile's model now, on the best device there is, with the speed-ups asked for
-        (`JOURNEYD_SPEEDUPS`; see speedups.py). ModelLoadError if one fails."""
-        where, dtype = pick_device(device)
+        """Load every profile's model now, on the best device there is (in `dtype`, by default the
+        device's fastest: see `pick_device`), with the speed-ups asked for (`JOURNEYD_SPEEDUPS`; see
+        speedups.py). ModelLoadError if one fails."""
+        where, precision = pick_device(device, dtype)
         levers = parse_speedups(speedups, where)
-        engine = cls([load_model(profile, where, dtype, levers) for profile in profiles])
+        engine = cls([load_model(profile, where, precision, levers) for profile in profiles])
         if levers & COMPILING:
             engine.warm_up()
         return engine

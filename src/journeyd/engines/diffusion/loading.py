@@ -30,8 +30,12 @@ class ModelLoadError(RuntimeError):
     """A model that could not be loaded: the message names it and says what was wrong."""
 
 
-def pick_device(requested: str | None = None) -> tuple[torch.device, torch.dtype]:
-    """cuda, then mps, then cpu; half precision on a GPU (bf16 where supported), fp32 on a CPU."""
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def pick_device(requested: str | None = None, dtype: str | None = None) -> tuple[torch.device, torch.dtype]:
+    """cuda, then mps, then cpu. With `dtype` "auto" (or None): half precision on a GPU (bf16 where
+    supported), bf16 on a CPU with native bf16 arithmetic, fp32 on any other CPU."""
     if requested:
         device = torch.device(requested)
     elif torch.cuda.is_available():
@@ -40,11 +44,23 @@ def pick_device(requested: str | None = None) -> tuple[torch.device, torch.dtype
         device = torch.device("mps")
     else:
         device = torch.device("cpu")
+    if dtype and dtype != "auto":
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype {dtype!r} is not one of auto, {', '.join(DTYPES)}")
+        return device, DTYPES[dtype]
     if device.type == "cuda":
         return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "mps":
         return device, torch.float16
-    return device, torch.float32
+    return device, torch.bfloat16 if cpu_has_bf16() else torch.float32
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU does bf16 arithmetic natively (AVX512-BF16, AMX). There a full SD 1.5 UNet runs
+    2.5x faster in bf16 than in fp32 (measured on a 2-core AVX512-BF16 VM); elsewhere bf16 is emulated
+    and slower."""
+    checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+    return any(check() for check in checks if check is not None)
 
 
 def _pipeline_classes(family: str) -> tuple[Any, Any, Any, Any]:
