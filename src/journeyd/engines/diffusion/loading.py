@@ -49,7 +49,9 @@ def pick_device(requested: str | None = None, dtype: str | None = None) -> tuple
             raise ValueError(f"dtype {dtype!r} is not one of auto, {', '.join(DTYPES)}")
         return device, DTYPES[dtype]
     if device.type == "cuda":
-        return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        with torch.cuda.device(device):  # bf16 only where it is native (Ampere on): T4s and V100s emulate it, slowly
+            native = torch.cuda.is_bf16_supported(including_emulation=False)
+        return device, torch.bfloat16 if native else torch.float16
     if device.type == "mps":
         return device, torch.float16
     return device, torch.bfloat16 if cpu_has_bf16() else torch.float32
