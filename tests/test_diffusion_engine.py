@@ -19,6 +19,7 @@ from journeyd.domain.errors import InvalidRequest, TaskCancelled
 from journeyd.domain.lifecycle import Status
 from journeyd.domain.prompt import parse_prompt
 from journeyd.engines.diffusion import DiffusionEngine, ModelLoadError, ProfileError, load_model, load_profiles
+from journeyd.engines.diffusion import engine as diffusion_engine
 from journeyd.engines.diffusion.fp8 import Fp8Linear
 from journeyd.engines.diffusion.loading import cpu_has_bf16, pick_device
 from journeyd.engines.diffusion.profiles import Profile, detect_family
@@ -181,6 +182,9 @@ def test_vary_upscale_and_tile(sd15: DiffusionEngine) -> None:
     assert 0 < change[0] < change[1]
     big = sd15.upscale(image, prompt, "subtle", 3, _quiet)
     assert big.shape == (128, 128, 3)
+    with pytest.MonkeyPatch.context() as patch:  # 9 tiles, 4 to a call: the same picture as one at a time
+        patch.setattr(diffusion_engine, "UPSCALE_TILES_PER_CALL", 1)
+        assert np.abs(sd15.upscale(image, prompt, "subtle", 3, _quiet).astype(int) - big).max() <= 2
     tiled = sd15.generate(parse_prompt("a castle --tile"), (64, 64), [5], _quiet)[0]
     assert not np.array_equal(tiled, image)
     convs = [m for m in sd15.models[0].txt2img.unet.modules() if isinstance(m, torch.nn.Conv2d)]
