@@ -38,6 +38,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from common import cpu_name  # bench/common.py: this script's own folder is on the path
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 TARGET_FETCH_RATIO = 0.60
@@ -253,10 +255,7 @@ def _median_run(runs: list[dict[str, float]]) -> dict[str, Any]:
 
 
 def _device() -> dict[str, Any]:
-    cpu = "unknown"
-    if Path("/proc/cpuinfo").exists():
-        match = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
-        cpu = match.group(1).strip() if match else cpu
+    cpu = cpu_name()
     return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(), "os": platform.platform(), "gpu": None}
 
 

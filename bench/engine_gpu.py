@@ -65,7 +65,6 @@ import gc
 import json
 import os
 import platform
-import re
 import shlex
 import statistics
 import subprocess
@@ -80,6 +79,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from common import cpu_name  # bench/common.py: this script's own folder is on the path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -747,10 +748,7 @@ def run_case(
 
 # --- environment -----------------------------------------------------------------------------------------------
 def _device_info(device: torch.device) -> dict[str, Any]:
-    cpu = "unknown"
-    if Path("/proc/cpuinfo").exists():
-        match = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
-        cpu = match.group(1).strip() if match else cpu
+    cpu = cpu_name()
     info: dict[str, Any] = {
         "cpu": cpu,
         "cores": os.cpu_count(),

@@ -25,7 +25,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "bench"))
 
 from common import write_report  # noqa: E402
 from journeyd.imaging.canvas import zoom_canvas  # noqa: E402
