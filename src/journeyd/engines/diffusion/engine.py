@@ -25,7 +25,7 @@ from journeyd.domain.errors import InvalidRequest
 from journeyd.domain.prompt import PromptSpec, WeightedPart
 from journeyd.engines.base import EngineOutOfMemory, Image, InpaintKind, Mask, Progress, UpscaleMode
 from journeyd.engines.diffusion import previews
-from journeyd.engines.diffusion.loading import LoadedModel, load_model, pick_device
+from journeyd.engines.diffusion.loading import LoadedModel, load_model, pick_device, reason_of
 from journeyd.engines.diffusion.profiles import Profile, Versions
 from journeyd.engines.diffusion.speedups import COMPILING, denoiser, eager, parse_speedups
 from journeyd.imaging.crop import context_box
@@ -81,8 +81,7 @@ def _memory_errors(action: Callable[P, R]) -> Callable[P, R]:
         except torch.OutOfMemoryError as error:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            raise EngineOutOfMemory(f"the GPU ran out of memory ({first_line})") from error
+            raise EngineOutOfMemory(f"the GPU ran out of memory ({reason_of(error)})") from error
 
     return guarded
 

@@ -111,7 +111,7 @@ def _load(
     except ModelLoadError:
         raise
     except Exception as error:  # diffusers raises many kinds; all mean "this model is not usable"
-        raise ModelLoadError(f"could not load model {source!r}: {type(error).__name__}: {_reason(error)}") from error
+        raise ModelLoadError(f"could not load model {source!r}: {type(error).__name__}: {reason_of(error)}") from error
 
 
 def _load_base(profile: Profile, dtype: torch.dtype) -> Any:
@@ -147,7 +147,7 @@ def _flux_repository(checkpoint: str) -> str:
             shapes = {key: torch.empty(tensors.get_slice(key).get_shape(), device="meta") for key in names}
         kind = infer_diffusers_model_type(shapes)
     except Exception as error:  # not a safetensors file
-        raise ModelLoadError(f"{checkpoint}: not a readable .safetensors checkpoint: {_reason(error)}") from error
+        raise ModelLoadError(f"{checkpoint}: not a readable .safetensors checkpoint: {reason_of(error)}") from error
     if not kind.startswith("flux-"):
         raise ModelLoadError(
             f"{checkpoint}: not a checkpoint in Black Forest Labs' layout, so which FLUX.1 it is cannot be told; "
@@ -156,7 +156,7 @@ def _flux_repository(checkpoint: str) -> str:
     return DIFFUSERS_DEFAULT_PIPELINE_PATHS[kind]["pretrained_model_name_or_path"]
 
 
-def _reason(error: Exception) -> str:
+def reason_of(error: Exception) -> str:
     """The first line of what a library said, which is the part that names the problem."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
@@ -273,7 +273,9 @@ def _bake_lora(pipe: Any, profile: Profile) -> None:
         pipe.fuse_lora(lora_scale=profile.lora_scale)
         pipe.unload_lora_weights()
     except Exception as error:  # a missing file, a LoRA for another architecture, no PEFT installed
-        raise ModelLoadError(f"could not load LoRA {profile.lora!r} for {profile.model!r}: {_reason(error)}") from error
+        raise ModelLoadError(
+            f"could not load LoRA {profile.lora!r} for {profile.model!r}: {reason_of(error)}"
+        ) from error
 
 
 def share_weights(profile: Profile, txt2img: Any, inpaint: Any | None = None) -> LoadedModel:
