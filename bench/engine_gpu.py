@@ -13,12 +13,17 @@ machine, for each family and step count (default 30 and 4):
     inpaint pipeline on the zoomed-out canvas resized to the model size.
   * Two Imagine tasks queued back to back (lever 7, batching): `render_batch`, the one call the
     worker makes for them with JOURNEYD_BATCH_TASKS >= 2, against two plain pipeline calls.
+  * Upscale (Subtle) 2x (row 10 of NOTES.md): `render` with an Upscale task (Lanczos to 2x, then
+    img2img over overlapping model-size tiles, 4 tiles a call, blended) against the same tiles drawn
+    by the plain img2img pipeline one call each (same strength and steps), averaged where they overlap.
 
 Each is reported as latency (median of timed runs after a warm-up; torch.cuda.synchronize() around
 each), images/min, speed-up over diffusers, and the UNet's achieved TFLOP/s against a bf16 matmul
 peak measured on the same card in the same run. UNet FLOPs are counted with FlopCounterMode on one
-forward at the batch shape each side really used (captured from its first UNet call; CFG doubles
-the batch), on a meta-device copy of the UNet (no compute), times the number of UNet calls. UNet time
+forward at the shape each side really used (captured from its first UNet call; CFG doubles the
+batch), on a meta-device copy of the UNet (no compute), per image in the batch, times the images all
+its calls ran (an Upscale's last call has fewer tiles; calls the `cache` lever skips are counted at
+their own, smaller, FLOPs, so TFLOP/s stays work done). UNet time
 comes from CUDA events in forward hooks, in one extra (untimed) run per side.
 
 Both sides use the same dtype (journeyd's `pick_device`: bf16 on a GPU) and default SDPA attention:
@@ -63,6 +68,7 @@ import contextlib
 import dataclasses
 import gc
 import json
+import math
 import os
 import platform
 import shlex
@@ -91,8 +97,8 @@ SEED = 1234
 IMAGES = 4  # one grid
 GUIDANCE = 7.0  # with CFG; distilled step counts run at 0 (no CFG)
 ZOOM = 2.0
-OPS = ("imagine_grid", "vary_region", "zoom_out_2x", "imagine_2_tasks")
-TASKS = {"imagine_2_tasks": 2, "imagine_grid": 1, "vary_region": 1, "zoom_out_2x": 1}  # tasks (grids) per case
+OPS = ("imagine_grid", "vary_region", "zoom_out_2x", "imagine_2_tasks", "upscale_2x")
+OUTPUTS = {"imagine_grid": 4, "vary_region": 4, "zoom_out_2x": 4, "imagine_2_tasks": 8, "upscale_2x": 1}  # images
 REGION_SIDE = 0.4  # the Region mask: a centred square this fraction of the image side
 
 # --- architectures -----------------------------------------------------------------------------------
@@ -352,6 +358,18 @@ def _count_flops(module: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     return int(counter.get_total_flops())
 
 
+def _skipped_call_flops(meta_unet: torch.nn.Module, args: Any, kwargs: dict[str, Any]) -> int:
+    """FLOPs of a UNet call the step cache skips (its outermost blocks only): on the meta copy, a
+    whole call keeps its features, then one skipped call is counted."""
+    from journeyd.engines.diffusion.step_cache import MIN_STEPS, add_step_cache
+
+    if getattr(meta_unet, "step_cache", None) is None:
+        add_step_cache(meta_unet)
+    with meta_unet.step_cache.active(MIN_STEPS), torch.no_grad():
+        meta_unet(*_to_meta(args), **_to_meta(kwargs))
+        return _count_flops(meta_unet, *args, **kwargs)
+
+
 def _meta_unet(config: Any, dtype: torch.dtype) -> torch.nn.Module:
     from diffusers import UNet2DConditionModel
 
@@ -432,11 +450,13 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, quick: bool) -> dict[s
 
 
 class UNetProbe:
-    """Counts UNet calls, keeps the first call's inputs, and times each call (CUDA events on a GPU)."""
+    """Counts UNet calls (and those the step cache skipped), keeps the first call's inputs, and times
+    each call (CUDA events on a GPU)."""
 
     def __init__(self, unet: torch.nn.Module, device: torch.device) -> None:
         self.unet, self.device = unet, device
-        self.calls = 0
+        self.calls = self.skipped = 0
+        self.images = {False: 0, True: 0}  # UNet batch rows run, by whether the step cache skipped the call
         self.first: tuple[tuple[Any, ...], dict[str, Any]] | None = None
         self.spans: list[tuple[Any, Any]] = []
         self._open: Any = None
@@ -451,6 +471,10 @@ class UNetProbe:
 
     def _before(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.calls += 1
+        cache = getattr(module, "step_cache", None)  # its pre-hook ran first: it has decided this call
+        skipped = bool(cache is not None and cache.skipping)
+        self.skipped += skipped
+        self.images[skipped] += int((args[0] if args else kwargs["sample"]).shape[0])
         if self.first is None:
             self.first = (args, dict(kwargs))
         self._open = self._mark()
@@ -550,6 +574,7 @@ class Journeyd:
             "imagine_2_tasks": (Action.IMAGINE, Op.GENERATE, {}, Inputs()),
             "vary_region": (Action.INPAINT, Op.VARY_REGION, {}, Inputs(source=source, mask=mask)),
             "zoom_out_2x": (Action.ZOOM, Op.ZOOM_OUT, {"zoom": ZOOM}, Inputs(source=source)),
+            "upscale_2x": (Action.UPSCALE, Op.UPSCALE_SUBTLE, {}, Inputs(source=source)),
         }[op]
         task = Task(
             id="bench",
@@ -583,10 +608,17 @@ class Diffusers:
         from journeyd.imaging.canvas import zoom_canvas
 
         self.pipe, self.side = pipe, side
-        self.inpaint_class = (
-            diffusers.StableDiffusionXLInpaintPipeline if family == "sdxl" else diffusers.StableDiffusionInpaintPipeline
-        )
+        classes = {
+            "txt2img": type(pipe),
+            "img2img": diffusers.StableDiffusionXLImg2ImgPipeline
+            if family == "sdxl"
+            else diffusers.StableDiffusionImg2ImgPipeline,
+            "inpaint": diffusers.StableDiffusionXLInpaintPipeline
+            if family == "sdxl"
+            else diffusers.StableDiffusionInpaintPipeline,
+        }
         source, mask = _picture(side), _region_mask(side)
+        self.big = cv2.resize(source, (2 * side, 2 * side), interpolation=cv2.INTER_LANCZOS4)  # Upscale's start
         canvas = zoom_canvas(source, ZOOM)
         self.inputs = {
             "vary_region": (PILImage.fromarray(source), PILImage.fromarray(mask.astype(np.uint8) * 255)),
@@ -598,21 +630,47 @@ class Diffusers:
             ),
         }
         self.unet = pipe.unet
-        self._pipes: dict[tuple[bool, bool], Any] = {}  # (inpaint, distilled): built once, reused as users do
+        self._pipes: dict[tuple[str, bool], Any] = {}  # (kind, distilled): built once, reused as users do
         for distilled in {setting.distilled for setting in settings}:
             base = pipe.scheduler
-            for inpaint, cls in ((False, type(pipe)), (True, self.inpaint_class)):
+            for kind, cls in classes.items():
                 scheduler = (
                     diffusers.EulerDiscreteScheduler.from_config(base.config, timestep_spacing="trailing")
                     if distilled
                     else type(base).from_config(base.config)
                 )
                 # from_pipe casts every shared module to float32 unless given a dtype (diffusers 0.42)
-                self._pipes[inpaint, distilled] = cls.from_pipe(pipe, scheduler=scheduler, dtype=pipe.dtype)
-                self._pipes[inpaint, distilled].set_progress_bar_config(disable=True)
+                self._pipes[kind, distilled] = cls.from_pipe(pipe, scheduler=scheduler, dtype=pipe.dtype)
+                self._pipes[kind, distilled].set_progress_bar_config(disable=True)
 
-    def _pipe(self, inpaint: bool, setting: Setting) -> Any:
-        return self._pipes[inpaint, setting.distilled]
+    def _pipe(self, kind: str, setting: Setting) -> Any:
+        return self._pipes[kind, setting.distilled]
+
+    def _upscale(self, setting: Setting) -> np.ndarray:
+        """Tiled img2img by hand: the 2x picture in model-size tiles overlapping by an eighth, one call
+        each, at Upscale (Subtle)'s strength and the same steps run, averaged where they overlap."""
+        from PIL import Image as PILImage
+
+        from journeyd.engines.diffusion.engine import UPSCALE_STRENGTH
+
+        strength, length, tile = UPSCALE_STRENGTH["subtle"], 2 * self.side, self.side
+        count = math.ceil((length - tile // 8) / (tile - tile // 8))
+        starts = [round(i * (length - tile) / (count - 1)) for i in range(count)]
+        total, weight = np.zeros((length, length, 3)), np.zeros((length, length, 1))
+        for y in starts:
+            for x in starts:
+                crop = PILImage.fromarray(self.big[y : y + tile, x : x + tile])
+                drawn = self._pipe("img2img", setting)(
+                    PROMPT,
+                    image=crop,
+                    strength=strength,
+                    num_inference_steps=math.ceil(setting.steps / strength),
+                    guidance_scale=setting.guidance,
+                    output_type="np",
+                ).images[0]
+                total[y : y + tile, x : x + tile] += drawn
+                weight[y : y + tile, x : x + tile] += 1
+        return total / weight
 
     def call(self, op: str, setting: Setting, source: np.ndarray, mask: np.ndarray) -> list[Any]:
         common = {
@@ -623,11 +681,13 @@ class Diffusers:
             "width": self.side,
         }
         if op == "imagine_grid":
-            return self._pipe(False, setting)(PROMPT, **common).images
+            return self._pipe("txt2img", setting)(PROMPT, **common).images
         if op == "imagine_2_tasks":  # two tasks, one call each, as a server without batching runs them
-            return [i for _ in range(2) for i in self._pipe(False, setting)(PROMPT, **common).images]
+            return [i for _ in range(2) for i in self._pipe("txt2img", setting)(PROMPT, **common).images]
+        if op == "upscale_2x":
+            return [self._upscale(setting)]
         image, mask_image = self.inputs[op]
-        return self._pipe(True, setting)(PROMPT, image=image, mask_image=mask_image, strength=1.0, **common).images
+        return self._pipe("inpaint", setting)(PROMPT, image=image, mask_image=mask_image, strength=1.0, **common).images
 
 
 def _quiet(done: int, total: int, preview: object = None) -> None:
@@ -658,8 +718,8 @@ def run_case(
         with warnings.catch_warnings(), open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
             warnings.simplefilter("ignore", RuntimeWarning)
             images = sides[name].call(op, setting, source, mask)
-        if len(images) != IMAGES * TASKS[op]:
-            raise AssertionError(f"{name} {op}: {len(images)} images, not {IMAGES * TASKS[op]}")
+        if len(images) != OUTPUTS[op]:
+            raise AssertionError(f"{name} {op}: {len(images)} images, not {OUTPUTS[op]}")
         return images
 
     for _ in range(warmup):
@@ -702,9 +762,10 @@ def run_case(
         entry: dict[str, Any] = {
             "latency_s": latency,
             "runs_s": runs[name],
-            "images_per_min": IMAGES * TASKS[op] * 60 / latency,
+            "images_per_min": OUTPUTS[op] * 60 / latency,
             "output": outputs[name],
             "unet_calls": probe.calls,
+            "unet_calls_skipped_by_step_cache": probe.skipped,
             "unet_weights_dtype": str(next(side.unet.parameters()).dtype).removeprefix("torch."),
         }
         if device.type == "cuda":
@@ -713,7 +774,8 @@ def run_case(
             args, kwargs = probe.first
             sample = args[0] if args else kwargs["sample"]
             per_call = _count_flops(meta_unet.to(sample.dtype), *args, **kwargs)
-            total = per_call * probe.calls
+            per_skipped = _skipped_call_flops(meta_unet, args, kwargs) if probe.skipped else 0
+            total = (per_call * probe.images[False] + per_skipped * probe.images[True]) / sample.shape[0]
             entry.update(
                 {
                     "unet_input": list(sample.shape),
@@ -721,6 +783,7 @@ def run_case(
                     "resolution": f"{sample.shape[-1] * scale}x{sample.shape[-2] * scale}",
                     "unet_batch": int(sample.shape[0]),
                     "unet_tflop_per_call": per_call / 1e12,
+                    "unet_tflop_per_skipped_call": per_skipped / 1e12,
                     "unet_tflop_total": total / 1e12,
                     "unet_s": unet_s,
                     "probe_run_s": probe_run_s,

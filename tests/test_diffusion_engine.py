@@ -6,6 +6,7 @@ loading code, from a diffusers folder and from a single .safetensors checkpoint.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -473,6 +474,8 @@ def test_speedups_are_chosen_per_device_and_bad_names_are_refused() -> None:
     assert parse_speedups("none", cuda) == frozenset()
     with pytest.raises(SpeedupError, match="'warp' is not one of auto, none, channels_last"):
         parse_speedups("channels_last,warp", cpu)
+    with pytest.raises(SpeedupError, match="cache skips parts of the UNet, which cuda_graphs captures whole"):
+        parse_speedups("cache,cuda_graphs", cuda)
 
 
 def test_compiled_fused_channels_last_model_draws_the_same_pictures(
@@ -558,6 +561,37 @@ def test_fp8_linears_stay_float8_under_casts_and_draw_nearly_the_same_pictures(
         parse_speedups("auto,fp8", torch.device("mps"))
 
 
+def test_the_step_cache_runs_the_deep_blocks_one_step_in_three_and_few_step_calls_whole(
+    models: dict[str, Path],
+) -> None:
+    """`cache` (DeepCache): over 12 steps the UNet's deep blocks run on steps 1, 4, 7 and 10 only and its
+    outermost blocks on all; the pictures stay near the plain model's (a few levels, where two seeds
+    differ by tens), each tile is still its seed's alone, nothing carries over between calls, Region and
+    Vary run through it, and a call of fewer steps than MIN_STEPS is the plain model's exactly."""
+    twelve = load_profiles(str(models["sdxl"]), extra={**FAST, "steps": 12})
+    fast, plain = load_engine(twelve, speedups="cache"), load_engine(twelve)
+    unet = fast.models[0].txt2img.unet
+    runs: Counter[str] = Counter()
+    unet.mid_block.resnets[0].register_forward_hook(lambda *_: runs.update(["deep"]))
+    unet.up_blocks[-1].resnets[0].register_forward_hook(lambda *_: runs.update(["outermost"]))
+    spec, seeds = parse_prompt("a lighthouse"), [3, 4, 5, 6]
+    ours = fast.generate(spec, (64, 64), seeds, _quiet)
+    assert runs == {"deep": 4, "outermost": 12}
+    theirs = plain.generate(spec, (64, 64), seeds, _quiet)
+    difference = np.abs(np.stack(ours).astype(int) - np.stack(theirs))
+    assert 0 < difference.mean() < 3
+    assert np.abs(theirs[0].astype(int) - theirs[1]).mean() > 10 * difference.mean()
+    assert np.abs(fast.generate(spec, (64, 64), [5], _quiet)[0].astype(int) - ours[2]).max() <= 2
+    mask = np.zeros((64, 64), bool)
+    mask[10:30, 10:40] = True
+    assert len({c[mask].tobytes() for c in fast.inpaint(ours[0], mask, spec, seeds, "region", _quiet)}) == 4
+    assert len(fast.vary(ours[0], spec, 0.5, seeds, _quiet)) == 4
+    few = parse_prompt("a lighthouse --q .25")  # 6 steps
+    np.testing.assert_array_equal(
+        fast.generate(few, (64, 64), seeds, _quiet), plain.generate(few, (64, 64), seeds, _quiet)
+    )
+
+
 # --- FLUX.1 (with FLUX.1-Fill for Region, Zoom and Pan) --------------------------------------------------------
 FLUX = {"size": 64, "steps": 2, "guidance": 3.5, "text_tokens": 48}
 
@@ -587,6 +621,11 @@ def test_flux_imagine_and_negative_prompts_through_true_cfg(flux: DiffusionEngin
     assert not np.array_equal(without, with_no)  # --no costs a second pass, and changes the picture
     blended = flux.generate(parse_prompt("a glass teapot:: steam::2"), (64, 64), [9], _quiet)[0]
     assert not np.array_equal(blended, without)  # the T5 and CLIP conditionings are blended
+
+
+def test_the_step_cache_is_refused_at_start_up_for_flux(flux_folders: tuple[Path, Path]) -> None:
+    with pytest.raises(ModelLoadError, match=r"FluxTransformer2DModel is not a UNet; the step cache works on SD 1\.5"):
+        load_engine(load_profiles(str(flux_folders[0]), extra=FLUX), speedups="cache")
 
 
 def test_flux_tile_draws_seamless_textures(flux: DiffusionEngine) -> None:

@@ -254,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     serve_parser.add_argument(
         "--speedups",
-        help="diffusers: auto (default), none, or channels_last,fused_qkv,compile,cuda_graphs,compile_vae,fp8",
+        help="diffusers: auto (default), none, or channels_last,fused_qkv,compile,cuda_graphs,compile_vae,fp8,cache",
     )
     serve_parser.add_argument("--workers", type=int, help="in-process worker threads (default 1)")
     serve_parser.add_argument("--public-url", help="base URL clients reach this server at")

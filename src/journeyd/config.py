@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     speedups: str = Field(
         "auto",
         description="diffusers: auto, none, or a comma list of levers "
-        "(channels_last, fused_qkv, compile, cuda_graphs, compile_vae, fp8)",
+        "(channels_last, fused_qkv, compile, cuda_graphs, compile_vae, fp8, cache)",
     )
     workers: int = Field(1, ge=0, description="In-process worker threads; 0 leaves tasks queued")
     batch_tasks: int = Field(

@@ -28,6 +28,7 @@ from journeyd.engines.diffusion import previews
 from journeyd.engines.diffusion.loading import LoadedModel, load_model, pick_device, reason_of
 from journeyd.engines.diffusion.profiles import Profile, Versions
 from journeyd.engines.diffusion.speedups import COMPILING, denoiser, eager, parse_speedups
+from journeyd.engines.diffusion.step_cache import caching
 from journeyd.imaging.crop import context_box
 from journeyd.imaging.fill import blur_fill
 
@@ -202,7 +203,7 @@ class DiffusionEngine:
         with model.lock, _circular(model, jobs[0][0].tile):
             pipe = model.pipeline("txt2img")
             common = self._common(model, pipe, jobs, progress, size)
-            images = _to_uint8(pipe(width=width, height=height, **common).images)
+            images = _to_uint8(_run(pipe, width=width, height=height, **common))
         return [images[start : start + len(seeds)] for start, (_, seeds) in zip(_starts(jobs), jobs, strict=True)]
 
     @_memory_errors
@@ -273,14 +274,15 @@ class DiffusionEngine:
             common = self._common(model, pipe, [(prompt, seeds)], [progress], work)
             if model.profile.region_guidance is not None:
                 common["guidance_scale"] = model.profile.region_guidance
-            images = pipe(
+            images = _run(
+                pipe,
                 image=[_pil(filled)] * len(seeds),
                 mask_image=[_pil(mask_w.astype(np.uint8) * 255)] * len(seeds),
                 width=work[0],
                 height=work[1],
                 strength=1.0,
                 **common,
-            ).images
+            )
         candidates = []
         for generated in _to_uint8(images):
             full = image.copy()
@@ -307,7 +309,7 @@ class DiffusionEngine:
         common = self._common(model, pipe, [(prompt, seeds)], [progress], work)
         common["num_inference_steps"] = math.ceil(common["num_inference_steps"] / strength)
         starts = [_pil(_resize(i, work, cv2.INTER_AREA)) for i in images]
-        out = pipe(image=starts, strength=strength, width=work[0], height=work[1], **common).images
+        out = _run(pipe, image=starts, strength=strength, width=work[0], height=work[1], **common)
         return [_resize(i, (width, height)) for i in _to_uint8(out)]
 
     def _common(
@@ -356,6 +358,14 @@ class DiffusionEngine:
             "callback_on_step_end": on_step,
             "callback_on_step_end_tensor_inputs": ["latents"],
         }
+
+
+def _run(pipe: Any, **arguments: Any) -> np.ndarray:
+    """One pipeline call, its images as floats, with the denoiser's step cache (if it has one) on
+    for the steps it runs: diffusers runs int(num_inference_steps * strength) of them."""
+    steps = int(arguments["num_inference_steps"] * arguments.get("strength", 1.0))
+    with caching(denoiser(pipe), steps):
+        return pipe(**arguments).images
 
 
 def _starts(jobs: Sequence[tuple[PromptSpec, Sequence[int]]]) -> list[int]:

@@ -13,7 +13,10 @@ Each lever is one of `LEVERS`, chosen with `JOURNEYD_SPEEDUPS` (comma-separated,
 * `compile_vae`: the VAE's decoder compiled whole (GroupNorm + SiLU fused), which every action runs
   on every image; it matters most for few-step models, where decoding is a large share of a call;
 * `fp8`: the linear layers of the repeated blocks in float8 with row-wise scales (fp8.py), on GPUs
-  of compute capability 8.9 or newer; it changes the pictures a little (float8 rounding).
+  of compute capability 8.9 or newer; it changes the pictures a little (float8 rounding);
+* `cache`: DeepCache on a UNet (step_cache.py): two steps in three run only the UNet's outermost
+  blocks, on features kept from the step before; it changes the pictures, and calls of few steps
+  run whole. It cannot go with `cuda_graphs`, whose one graph is the whole UNet.
 
 With a compiling lever, `DiffusionEngine.load` warms each model up at its default size.
 
@@ -32,8 +35,9 @@ from typing import Any
 import torch
 
 from journeyd.engines.diffusion.fp8 import fp8_supported, quantize_blocks
+from journeyd.engines.diffusion.step_cache import add_step_cache
 
-LEVERS = ("channels_last", "fused_qkv", "compile", "cuda_graphs", "compile_vae", "fp8")
+LEVERS = ("channels_last", "fused_qkv", "compile", "cuda_graphs", "compile_vae", "fp8", "cache")
 AUTO_ON_CUDA = frozenset({"channels_last", "fused_qkv"})
 COMPILING = frozenset({"compile", "cuda_graphs", "compile_vae"})  # levers whose first call at a shape compiles
 
@@ -55,6 +59,10 @@ def parse_speedups(text: str | None, device: torch.device) -> frozenset[str]:
             raise SpeedupError(f"JOURNEYD_SPEEDUPS: {word!r} is not one of auto, none, {', '.join(LEVERS)}")
     if "fp8" in chosen and (why := fp8_supported(device)):
         raise SpeedupError(f"JOURNEYD_SPEEDUPS: {why}, not {device}")
+    if {"cache", "cuda_graphs"} <= chosen:
+        raise SpeedupError(
+            "JOURNEYD_SPEEDUPS: cache skips parts of the UNet, which cuda_graphs captures whole: use one"
+        )
     return frozenset(chosen)
 
 
@@ -82,6 +90,8 @@ def speed_up_denoiser(net: torch.nn.Module, levers: frozenset[str]) -> None:
         net.fuse_qkv_projections()
     if "channels_last" in levers:
         net.to(memory_format=torch.channels_last)
+    if "cache" in levers:
+        add_step_cache(net)
     if "fp8" in levers and not quantize_blocks(net):
         raise ValueError(f"fp8: {type(net).__name__} has no repeated blocks with linear layers to put in float8")
     if "cuda_graphs" in levers:
