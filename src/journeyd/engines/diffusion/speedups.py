@@ -40,6 +40,7 @@ from journeyd.engines.diffusion.step_cache import add_step_cache
 LEVERS = ("channels_last", "fused_qkv", "compile", "cuda_graphs", "compile_vae", "fp8", "cache")
 AUTO_ON_CUDA = frozenset({"channels_last", "fused_qkv"})
 COMPILING = frozenset({"compile", "cuda_graphs", "compile_vae"})  # levers whose first call at a shape compiles
+CHANGES_PICTURES = frozenset({"fp8", "cache"})  # the others keep the plain model's pictures, to within rounding
 
 
 class SpeedupError(ValueError):
