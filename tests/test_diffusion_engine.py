@@ -592,6 +592,29 @@ def test_the_step_cache_runs_the_deep_blocks_one_step_in_three_and_few_step_call
     )
 
 
+def test_each_profile_can_have_its_own_levers_and_misspelt_settings_are_refused(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    """A models file gives the 30-step model the step cache and leaves the other on the server's levers
+    (JOURNEYD_SPEEDUPS); a bad lever names its profile, and a setting no profile has is refused at
+    start-up instead of being ignored."""
+    config = tmp_path / "models.toml"
+    config.write_text(
+        f'[[profile]]\nname = "xl"\nmodel = "{models["sdxl"]}"\nversions = ["7"]\nsize = 64\nsteps = 12\n'
+        'speedups = "auto,cache"\n\n'
+        f'[[profile]]\nname = "anime"\nmodel = "{models["sd15"]}"\nversions = ["niji6"]\nsize = 64\nsteps = 12\n'
+    )
+    engine = load_engine(load_profiles(models_file=str(config)), speedups="none")
+    xl, anime = (model.txt2img.unet for model in engine.models)
+    assert hasattr(xl, "step_cache") and not hasattr(anime, "step_cache")
+    config.write_text(config.read_text().replace('"auto,cache"', '"auto,warp"'))
+    with pytest.raises(SpeedupError, match="profile 'xl': speedups: 'warp' is not one of auto, none"):
+        load_engine(load_profiles(models_file=str(config)))
+    config.write_text(config.read_text().replace("speedups =", "speedup ="))
+    with pytest.raises(ProfileError, match="profile 'xl': unknown setting speedup; a profile takes name, model"):
+        load_profiles(models_file=str(config))
+
+
 # --- FLUX.1 (with FLUX.1-Fill for Region, Zoom and Pan) --------------------------------------------------------
 FLUX = {"size": 64, "steps": 2, "guidance": 3.5, "text_tokens": 48}
 

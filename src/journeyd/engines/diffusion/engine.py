@@ -107,21 +107,28 @@ class DiffusionEngine:
         dtype: str | None = None,
     ) -> DiffusionEngine:
         """Load every profile's model now, on the best device there is (in `dtype`, by default the
-        device's fastest: see `pick_device`), with the speed-ups asked for (`JOURNEYD_SPEEDUPS`; see
-        speedups.py). ModelLoadError if one fails."""
+        device's fastest: see `pick_device`), with the speed-ups asked for (a profile's own `speedups`,
+        else `JOURNEYD_SPEEDUPS`; see speedups.py), every setting checked before any model loads.
+        ModelLoadError if one fails."""
         where, precision = pick_device(device, dtype)
-        levers = parse_speedups(speedups, where)
-        engine = cls([load_model(profile, where, precision, levers) for profile in profiles])
-        if levers & COMPILING:
-            engine.warm_up()
+        default = parse_speedups(speedups, where)
+        levers = [
+            default if p.speedups is None else parse_speedups(p.speedups, where, f"profile {p.name!r}: speedups")
+            for p in profiles
+        ]
+        models = [
+            load_model(profile, where, precision, chosen) for profile, chosen in zip(profiles, levers, strict=True)
+        ]
+        engine = cls(models)
+        engine.warm_up([model for model, chosen in zip(models, levers, strict=True) if chosen & COMPILING])
         return engine
 
-    def warm_up(self) -> None:
+    def warm_up(self, models: Sequence[LoadedModel]) -> None:
         """Draw one throwaway grid per model at its default size (and an outpaint, where a dedicated
         inpainting model has its own denoiser), so that compiling and CUDA graph capture happen at
         start-up instead of in the first task. Other sizes compile on first use."""
         prompt, seeds = PromptSpec(text="warm-up"), range(4)
-        for model in self.models:
+        for model in models:
             size = self._bucket(model, 1.0)
             grid = self._draw(model, [(prompt, seeds)], size, [_ignore])[0]
             if denoiser(model.inpaint) is not denoiser(model.txt2img):

@@ -11,6 +11,7 @@ The operator names one model (`JOURNEYD_MODEL`, every version maps to it) or sev
     versions = ["7", "6.1", "6"]      # --v labels it serves; "*" = any; the first profile is the default
     steps = 30
     guidance = 7.0
+    speedups = "auto,compile,cache"   # optional: this model's levers (JOURNEYD_SPEEDUPS' syntax; else that)
 
     [[profile]]
     name = "flux"
@@ -47,7 +48,7 @@ from __future__ import annotations
 import json
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,7 @@ class Profile:
     text_tokens: int = 0  # FLUX: T5 tokens of prompt (max_sequence_length); 0 = the pipeline's 512
     negative_guidance: float = 2.0  # FLUX has no negative prompt but through "true CFG": its scale for --no
     inpaint_guidance: float | None = None  # guidance of the inpaint_model; None: 30 for FLUX.1-Fill, else guidance
+    speedups: str | None = None  # this model's levers, as JOURNEYD_SPEEDUPS takes them; None: the server's
 
     @property
     def region_guidance(self) -> float | None:
@@ -135,7 +137,13 @@ def detect_family(source: str) -> str | None:
 
 
 def profile_from(values: dict[str, Any]) -> Profile:
-    """A profile from a TOML table (or keyword arguments), checked."""
+    """A profile from a TOML table (or keyword arguments), checked; a key no profile has is refused
+    (a misspelt setting would otherwise be ignored without a word)."""
+    if unknown := sorted(set(values) - {f.name for f in fields(Profile)}):
+        raise ProfileError(
+            f"profile {values.get('name', values.get('model', '?'))!r}: unknown setting {', '.join(unknown)}; "
+            f"a profile takes {', '.join(f.name for f in fields(Profile))}"
+        )
     try:
         model = str(values["model"])
     except KeyError:
@@ -168,6 +176,7 @@ def profile_from(values: dict[str, Any]) -> Profile:
         text_tokens=int(values.get("text_tokens", 0)),
         negative_guidance=float(values.get("negative_guidance", 2.0)),
         inpaint_guidance=float(values["inpaint_guidance"]) if "inpaint_guidance" in values else None,
+        speedups=str(values["speedups"]) if values.get("speedups") is not None else None,
     )
 
 

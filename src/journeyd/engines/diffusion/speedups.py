@@ -47,9 +47,9 @@ class SpeedupError(ValueError):
     """A JOURNEYD_SPEEDUPS value that names no lever."""
 
 
-def parse_speedups(text: str | None, device: torch.device) -> frozenset[str]:
-    """The levers a setting asks for on `device`: `auto` (the default), `none`, or a comma list
-    (which may include `auto`, e.g. `auto,compile`)."""
+def parse_speedups(text: str | None, device: torch.device, setting: str = "JOURNEYD_SPEEDUPS") -> frozenset[str]:
+    """The levers a setting (named in errors) asks for on `device`: `auto` (the default), `none`, or a
+    comma list (which may include `auto`, e.g. `auto,compile`)."""
     chosen: set[str] = set()
     for word in (text or "auto").replace(" ", "").lower().split(","):
         if word == "auto":
@@ -57,13 +57,11 @@ def parse_speedups(text: str | None, device: torch.device) -> frozenset[str]:
         elif word in LEVERS:
             chosen.add(word)
         elif word not in ("none", ""):
-            raise SpeedupError(f"JOURNEYD_SPEEDUPS: {word!r} is not one of auto, none, {', '.join(LEVERS)}")
+            raise SpeedupError(f"{setting}: {word!r} is not one of auto, none, {', '.join(LEVERS)}")
     if "fp8" in chosen and (why := fp8_supported(device)):
-        raise SpeedupError(f"JOURNEYD_SPEEDUPS: {why}, not {device}")
+        raise SpeedupError(f"{setting}: {why}, not {device}")
     if {"cache", "cuda_graphs"} <= chosen:
-        raise SpeedupError(
-            "JOURNEYD_SPEEDUPS: cache skips parts of the UNet, which cuda_graphs captures whole: use one"
-        )
+        raise SpeedupError(f"{setting}: cache skips parts of the UNet, which cuda_graphs captures whole: use one")
     return frozenset(chosen)
 
 

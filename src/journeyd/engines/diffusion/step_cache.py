@@ -9,8 +9,8 @@ of the UNet's forward runs as diffusers wrote it: the skipped blocks' `forward` 
 
 A skipped step costs about 7% of a whole one on SDXL and about 30% on SD 1.5, whose outermost
 blocks hold attention (bench/step_cache.py counts them). It changes the pictures (the paper
-reports near-equal quality at this interval on 50-step samplers), so it is opt-in, and a call of
-fewer than `MIN_STEPS` steps (few-step models) runs every step whole: there each step matters.
+trades a small loss of quality for its speed), so it is opt-in, and a call of fewer than
+`MIN_STEPS` steps (few-step models) runs every step whole: there each step matters.
 """
 
 from __future__ import annotations
@@ -90,7 +90,10 @@ def _down_stub(outputs: int) -> Callable[..., tuple[torch.Tensor, tuple[torch.Te
 def add_step_cache(net: torch.nn.Module) -> None:
     """Give a UNet the `cache` lever (FLUX's transformer has no UNet levels to skip)."""
     if not hasattr(net, "up_blocks"):
-        raise ValueError(f"cache: {type(net).__name__} is not a UNet; the step cache works on SD 1.5 and SDXL")
+        raise ValueError(
+            f"cache: {type(net).__name__} is not a UNet; the step cache works on SD 1.5 and SDXL "
+            "(give it to those profiles alone, with their own speedups)"
+        )
     net.step_cache = StepCache(net)
 
 
