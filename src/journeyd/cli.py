@@ -245,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve_parser.add_argument("--engine", help="classic (default, CPU, no weights) or diffusers")
     serve_parser.add_argument("--model", help="diffusers: hub id, diffusers folder or .safetensors, for every --v")
     serve_parser.add_argument("--models", help="diffusers: TOML file of [[profile]] tables mapping --v to models")
-    serve_parser.add_argument("--model-family", help="diffusers: sd15 or sdxl, when it cannot be told")
+    serve_parser.add_argument("--model-family", help="diffusers: sd15, sdxl or flux, when it cannot be told")
     serve_parser.add_argument("--device", help="diffusers: cuda, mps or cpu (default: the best there is)")
     serve_parser.add_argument(
         "--dtype",

@@ -24,7 +24,7 @@ class Settings(BaseSettings):
 
     engine: str = Field("classic", description="classic (CPU, no weights) or diffusers (open models)")
     model: str | None = Field(None, description="diffusers: hub id, diffusers folder or .safetensors for every --v")
-    model_family: str | None = Field(None, description="diffusers: sd15 or sdxl, when it cannot be told")
+    model_family: str | None = Field(None, description="diffusers: sd15, sdxl or flux, when it cannot be told")
     models: str | None = Field(None, description="diffusers: a TOML file of [[profile]] tables, --v to model")
     device: str | None = Field(None, description="diffusers: cuda, mps or cpu (default: the best there is)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
