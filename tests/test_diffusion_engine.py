@@ -19,10 +19,11 @@ from torch._dynamo.utils import counters
 from journeyd.domain.errors import InvalidRequest, TaskCancelled
 from journeyd.domain.lifecycle import Status
 from journeyd.domain.prompt import parse_prompt
+from journeyd.engines import load_engines
 from journeyd.engines.diffusion import DiffusionEngine, ModelLoadError, ProfileError, load_model, load_profiles
 from journeyd.engines.diffusion import engine as diffusion_engine
 from journeyd.engines.diffusion.fp8 import Fp8Linear
-from journeyd.engines.diffusion.loading import cpu_has_bf16, pick_device
+from journeyd.engines.diffusion.loading import cpu_has_bf16, devices_of, pick_device
 from journeyd.engines.diffusion.profiles import Profile, detect_family
 from journeyd.engines.diffusion.speedups import SpeedupError, parse_speedups
 from journeyd.imaging.codec import decode_png
@@ -277,6 +278,20 @@ def test_each_request_gets_its_own_scheduler_of_the_configured_kind(models: dict
     assert first.config.timestep_spacing == "trailing"
     with pytest.raises(ProfileError, match="scheduler 'warp' is not one of"):
         load_profiles(str(models["sdxl"]), extra={"scheduler": "warp"})
+
+
+def test_a_comma_list_of_devices_loads_one_engine_on_each_and_missing_devices_are_named(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    settings = make_settings(
+        tmp_path, engine="diffusers", model=str(models["sd15"]), device="cpu, cpu", dtype="float32"
+    )
+    first, second = load_engines(settings)
+    assert first.models[0].txt2img.unet is not second.models[0].txt2img.unet  # each device its own weights
+    assert devices_of(None) == [None] and not torch.cuda.is_available()  # one GPU or none: the best device
+    for device, message in (("gpu", "'gpu' is not one of cuda, cuda:N, mps or cpu"), ("cuda:1", "has no CUDA GPU")):
+        with pytest.raises(ValueError, match=message):
+            load_engines(settings.model_copy(update={"device": f"cpu,{device}"}))
 
 
 def test_the_cpu_runs_bf16_where_it_has_native_bf16(models: dict[str, Path]) -> None:

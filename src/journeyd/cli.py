@@ -69,8 +69,10 @@ def serve(args: argparse.Namespace) -> int:
     except (ValueError, OSError, RuntimeError) as error:  # a bad model, a busy data dir: say so and stop
         print(f"journeyd: {error}", file=sys.stderr)
         return 2
+    copies = f" on {len(runtime.engines)} devices" if len(runtime.engines) > 1 else ""
     print(
-        f"journeyd {settings.engine} engine, data in {settings.data_dir.resolve()}, listening on {settings.base_url}",
+        f"journeyd {settings.engine} engine{copies}, {len(runtime.workers)} worker(s), "
+        f"data in {settings.data_dir.resolve()}, listening on {settings.base_url}",
         file=sys.stderr,
     )
     uvicorn.run(create_app(runtime), host=settings.host, port=settings.port, log_level=args.log_level, access_log=False)
@@ -246,7 +248,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve_parser.add_argument("--model", help="diffusers: hub id, diffusers folder or .safetensors, for every --v")
     serve_parser.add_argument("--models", help="diffusers: TOML file of [[profile]] tables mapping --v to models")
     serve_parser.add_argument("--model-family", help="diffusers: sd15, sdxl or flux, when it cannot be told")
-    serve_parser.add_argument("--device", help="diffusers: cuda, mps or cpu (default: the best there is)")
+    serve_parser.add_argument(
+        "--device",
+        help="diffusers: cuda, cuda:N, mps or cpu, or a comma list (cuda:0,cuda:1) for one engine on each "
+        "(default: every GPU there is, else the best device)",
+    )
     serve_parser.add_argument(
         "--dtype",
         choices=("auto", "float32", "bfloat16", "float16"),
@@ -256,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--speedups",
         help="diffusers: auto (default), none, or channels_last,fused_qkv,compile,cuda_graphs,compile_vae,fp8,cache",
     )
-    serve_parser.add_argument("--workers", type=int, help="in-process worker threads (default 1)")
+    serve_parser.add_argument("--workers", type=int, help="in-process worker threads (default: one per device)")
     serve_parser.add_argument("--public-url", help="base URL clients reach this server at")
     serve_parser.add_argument("--prices", help="price table: JSON/TOML file or inline JSON (billing off if unset)")
     serve_parser.add_argument("--insecure", action="store_true", help="listen beyond loopback without API keys")

@@ -26,7 +26,11 @@ class Settings(BaseSettings):
     model: str | None = Field(None, description="diffusers: hub id, diffusers folder or .safetensors for every --v")
     model_family: str | None = Field(None, description="diffusers: sd15, sdxl or flux, when it cannot be told")
     models: str | None = Field(None, description="diffusers: a TOML file of [[profile]] tables, --v to model")
-    device: str | None = Field(None, description="diffusers: cuda, mps or cpu (default: the best there is)")
+    device: str | None = Field(
+        None,
+        description="diffusers: cuda, cuda:N, mps or cpu, or a comma list for one engine on each "
+        "(default: every GPU there is, else the best device)",
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="diffusers: auto = bf16/fp16 on a GPU, bf16 on a CPU with native bf16, else fp32"
     )
@@ -35,7 +39,9 @@ class Settings(BaseSettings):
         description="diffusers: auto, none, or a comma list of levers "
         "(channels_last, fused_qkv, compile, cuda_graphs, compile_vae, fp8, cache)",
     )
-    workers: int = Field(1, ge=0, description="In-process worker threads; 0 leaves tasks queued")
+    workers: int | None = Field(
+        None, ge=0, description="In-process worker threads (default: one per engine device); 0 leaves tasks queued"
+    )
     batch_tasks: int = Field(
         1, ge=1, le=16, description="Compatible Imagine tasks queued back to back drawn in one engine call (diffusers)"
     )

@@ -6,7 +6,7 @@ import fcntl
 import os
 import random
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +17,7 @@ from journeyd.dispatch.local import LocalDispatcher
 from journeyd.domain.ids import IdGenerator
 from journeyd.domain.moderation import BannedWords
 from journeyd.domain.task import Hook
-from journeyd.engines import load_engine
+from journeyd.engines import load_engines
 from journeyd.engines.base import Engine
 from journeyd.maintenance import Maintenance
 from journeyd.media.fetch import SafeFetcher
@@ -66,7 +66,7 @@ class Runtime:
     clock: Clock
     store: SqliteStore
     images: LocalImageStore
-    engine: Engine
+    engines: list[Engine]  # one per device; worker i draws on engines[i % len(engines)]
     service: TaskService
     workers: list[Worker]
     dispatcher: LocalDispatcher
@@ -74,6 +74,11 @@ class Runtime:
     notifier: Notifier
     lock: DataDirLock
     loops: list[Periodic] = field(default_factory=list)
+
+    @property
+    def engine(self) -> Engine:
+        """The first engine: all of them serve the same models, so any can check a prompt."""
+        return self.engines[0]
 
     def start(self) -> None:
         """Take the data dir, recover what a previous process left running, then start working."""
@@ -128,11 +133,18 @@ def _make_worker(
     )
 
 
+def _engines(settings: Settings, given: Engine | Sequence[Engine] | None) -> list[Engine]:
+    """The engines given (one, or one per device), else the configured ones, loaded now."""
+    if given is None:
+        return load_engines(settings)
+    return list(given) if isinstance(given, Sequence) else [given]
+
+
 def build_runtime(
     settings: Settings,
     *,
     clock: Clock | None = None,
-    engine: Engine | None = None,
+    engine: Engine | Sequence[Engine] | None = None,
     seed: int | None = None,
     entropy: Callable[[int], bytes] | None = None,
 ) -> Runtime:
@@ -140,7 +152,7 @@ def build_runtime(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = SqliteStore(settings.database_path)
     images = LocalImageStore(settings.images_dir)
-    engine = engine or load_engine(settings)
+    engines = _engines(settings, engine)
     fetcher = SafeFetcher(
         allow_private=settings.allow_private_urls,
         timeout_s=settings.fetch_timeout_s,
@@ -150,7 +162,10 @@ def build_runtime(
     webhook_http = SafeFetcher(
         allow_private=settings.allow_private_webhooks, timeout_s=settings.webhook_timeout_s, allowed_ports=None
     )
-    workers = [_make_worker(settings, store, images, engine, clock, f"worker{i}") for i in range(settings.workers)]
+    count = len(engines) if settings.workers is None else settings.workers
+    workers = [
+        _make_worker(settings, store, images, engines[i % len(engines)], clock, f"worker{i}") for i in range(count)
+    ]
     dispatcher = LocalDispatcher(workers)
     rng = random.Random(seed)
     if entropy is None and seed is not None:
@@ -168,7 +183,7 @@ def build_runtime(
         banned=BannedWords(settings.banned_word_list()),
         hooks=webhook_http,
         default_hook=Hook(settings.notify_hook, "mj") if settings.notify_hook else None,
-        check_prompt=engine.check,
+        check_prompt=engines[0].check,
         rng=rng,
         limits=Limits(
             modal_timeout_ms=int(settings.modal_timeout_s * 1000),
@@ -193,7 +208,7 @@ def build_runtime(
         clock,
         store,
         images,
-        engine,
+        engines,
         service,
         workers,
         dispatcher,

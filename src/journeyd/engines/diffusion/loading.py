@@ -33,11 +33,20 @@ class ModelLoadError(RuntimeError):
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def devices_of(requested: str | None) -> list[str | None]:
+    """The devices a `--device` setting names, one engine each: a comma list (`cuda:0,cuda:1`) names
+    them; none named, every CUDA GPU there is where there are several, else the best one."""
+    if requested:
+        return [part.strip() for part in requested.split(",") if part.strip()]
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return [f"cuda:{index}" for index in range(count)] if count > 1 else [None]
+
+
 def pick_device(requested: str | None = None, dtype: str | None = None) -> tuple[torch.device, torch.dtype]:
     """cuda, then mps, then cpu. With `dtype` "auto" (or None): half precision on a GPU (bf16 where
     supported), bf16 on a CPU with native bf16 arithmetic, fp32 on any other CPU."""
     if requested:
-        device = torch.device(requested)
+        device = _named_device(requested)
     elif torch.cuda.is_available():
         device = torch.device("cuda")
     elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
@@ -55,6 +64,23 @@ def pick_device(requested: str | None = None, dtype: str | None = None) -> tuple
     if device.type == "mps":
         return device, torch.float16
     return device, torch.bfloat16 if cpu_has_bf16() else torch.float32
+
+
+def _named_device(name: str) -> torch.device:
+    """A device the operator named, if this machine has it."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device {name!r} is not one of cuda, cuda:N, mps or cpu") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {name!r}: this machine has no CUDA GPU that torch {torch.__version__} can use")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"device {name!r}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device {name!r}: this machine has no Apple GPU that torch can use")
+    return device
 
 
 def cpu_has_bf16() -> bool:
