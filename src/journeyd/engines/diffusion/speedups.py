@@ -44,7 +44,7 @@ CHANGES_PICTURES = frozenset({"fp8", "cache"})  # the others keep the plain mode
 
 
 class SpeedupError(ValueError):
-    """A JOURNEYD_SPEEDUPS value that names no lever."""
+    """A speed-up setting (JOURNEYD_SPEEDUPS, or a profile's own) naming no lever, or levers that clash."""
 
 
 def parse_speedups(text: str | None, device: torch.device, setting: str = "JOURNEYD_SPEEDUPS") -> frozenset[str]:
