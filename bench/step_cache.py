@@ -9,10 +9,11 @@ journeyd picks on this machine. Side by side, alternating, best of --reps:
   * journeyd, skipped: the same, on a step it skips (outermost blocks only, deep features kept).
 
 From those, the UNet time of a 30-step call: diffusers runs 30 whole forwards, journeyd 10 whole
-and 20 skipped (the cache's schedule). FLOPs are counted on both kinds of forward. The skipping
-costs the same FLOPs on any device, so the FLOP ratio is the lever's ceiling; the times say how
-much of it a device keeps (on a GPU, small outermost-block kernels run below peak). As a check, a
-skipped forward on the very input its whole forward saw must return the same output.
+and 20 skipped (the cache's schedule). FLOPs are counted on both kinds of forward (on a
+meta-device copy, with bench/engine_gpu.py's counters). The skipping costs the same FLOPs on any
+device, so the FLOP ratio is the lever's ceiling; the times say how much of it a device keeps (on a
+GPU, small outermost-block kernels run below peak). As a check, a skipped forward on the very input
+its whole forward saw must return the same output.
 
     python bench/step_cache.py                   # both families; writes bench/results/step_cache-<time>.json
     python bench/step_cache.py --family sd15 --reps 3
@@ -28,12 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from common import write_report
-from engine_gpu import FULL
+from engine_gpu import FULL, _count_flops, _meta_unet, _skipped_call_flops
 from journeyd.engines.diffusion.loading import pick_device
 from journeyd.engines.diffusion.step_cache import INTERVAL, MIN_STEPS, add_step_cache
 
@@ -98,14 +98,8 @@ def bench_family(family: str, dtype: torch.dtype, batch: int, reps: int) -> dict
                 runs["diffusers"].append(plain_s)
                 runs["journeyd whole"].append(whole_s)
                 runs["journeyd skipped"].append(skipped_s)
-        with FlopCounterMode(display=False) as counter:
-            plain(**inputs)
-        whole_flops = counter.get_total_flops()
-        with cached.step_cache.active(MIN_STEPS):
-            cached(**inputs)
-            with FlopCounterMode(display=False) as counter:
-                cached(**inputs)
-        skipped_flops = counter.get_total_flops()
+    meta = _meta_unet(FULL[family]["unet"], dtype)  # FLOPs counted as the engine bench counts them, with no compute
+    whole_flops, skipped_flops = _count_flops(meta, **inputs), _skipped_call_flops(meta, (), inputs)
 
     best = {name: min(times) for name, times in runs.items()}
     whole_steps = math.ceil(STEPS / INTERVAL)

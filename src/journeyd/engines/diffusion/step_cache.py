@@ -7,7 +7,7 @@ outermost down block and the outermost up block, which is fed the kept features 
 skip connections as usual (plus the input and output convolutions and the embeddings). The rest
 of the UNet's forward runs as diffusers wrote it: the skipped blocks' `forward` returns at once.
 
-A skipped step costs about 7% of a whole one on SDXL and about 30% on SD 1.5, whose outermost
+A skipped step costs about 7% of a whole one on SDXL and about 38% on SD 1.5, whose outermost
 blocks hold attention (bench/step_cache.py counts them). It changes the pictures (the paper
 trades a small loss of quality for its speed), so it is opt-in, and a call of fewer than
 `MIN_STEPS` steps (few-step models) runs every step whole: there each step matters.
