@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, gt=0)
     max_output_pixels: int = Field(16_777_216, gt=0, description="Zoom and pan canvases are scaled to fit")
     max_request_bytes: int = Field(32 * 1024 * 1024, gt=0)
+    read_timeout_s: float = Field(
+        30.0, gt=0, description="A request's headers, and each piece of its body, must arrive within this"
+    )
 
     @property
     def database_path(self) -> Path:

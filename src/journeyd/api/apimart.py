@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from journeyd.api.auth import caller_of, current_caller
 from journeyd.api.errors import JsonResponse, dialect_route
+from journeyd.api.fields import Metadata
 from journeyd.api.urls import image_base
 from journeyd.domain.buttons import Button
 from journeyd.domain.errors import InvalidRequest, JourneydError
@@ -53,7 +54,7 @@ class ImagineBody(_Body):
     prompt: str = Field(..., description="Midjourney prompt: optional image URLs, text, then --flags")
     speed: Speed | None = Field(None, description="relax (default), fast or turbo")
     image_urls: list[str] = Field(default_factory=list, max_length=5, description="Image prompts: URLs or base64")
-    metadata: Any = Field(None, description="Kept with the task and returned with it")
+    metadata: Metadata = None
     size: str | None = Field(None, description="Aspect ratio such as 16:9 (overrides --ar)")
     quality: float | None = Field(None, description="Overrides --q")
     style: str | None = Field(None, description="Overrides --style")
@@ -72,7 +73,7 @@ class ActionBody(_Body):
     index: int | None = Field(None, ge=1, le=4, description="Which image of a grid, 1-4")
     custom_id: str | None = Field(None, description="A button customId from the task's buttons")
     speed: Speed | None = None
-    metadata: Any = None
+    metadata: Metadata = None
 
 
 class ZoomBody(ActionBody):

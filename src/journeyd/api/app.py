@@ -6,11 +6,26 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
 
 from journeyd.api import apimart, images, mjproxy, mymidjourney
 from journeyd.api.auth import Authenticator
+from journeyd.api.errors import from_http
 from journeyd.api.limits import BodyLimit
+from journeyd.domain.errors import JourneydError
 from journeyd.runtime import Runtime
+
+
+def render_for_path(path: str, error: JourneydError) -> Response:
+    """An error in the envelope of the dialect that owns `path` (apimart's for the rest), for the
+    refusals made before any route runs: unknown paths, bodies too large or too slow."""
+    if path.startswith(mymidjourney.PREFIX):
+        return mymidjourney.render_error(error)
+    if mjproxy.owns(path):
+        return mjproxy.render_error(error)
+    return apimart.render_error(error)
 
 
 def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
@@ -46,5 +61,17 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
     def healthz() -> dict[str, object]:
         return {"ok": True, "engine": runtime.engine.name}
 
-    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    @app.exception_handler(HTTPException)
+    async def refused(request: Request, error: HTTPException) -> Response:
+        response = render_for_path(request.url.path, from_http(error, request.method))
+        if error.status_code == 405 and error.headers:
+            response.headers["Allow"] = error.headers.get("Allow", "")
+        return response
+
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_request_bytes,
+        read_timeout_s=settings.read_timeout_s,
+        render=render_for_path,
+    )
     return app

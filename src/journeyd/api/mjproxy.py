@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from journeyd.api.auth import caller_of
 from journeyd.api.errors import JsonResponse, dialect_route
+from journeyd.api.fields import ClientText, HookUrl
 from journeyd.api.urls import image_base
 from journeyd.domain.errors import (
     InternalError,
@@ -49,6 +50,10 @@ def _result(
     return JsonResponse(
         {"code": code, "description": description, "result": result, "properties": properties}, status_code=status
     )
+
+
+def owns(path: str) -> bool:
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in SPEED_PREFIXES)
 
 
 def render_error(error: JourneydError) -> JsonResponse:
@@ -84,8 +89,8 @@ def route(method: str, path: str, **options: Any) -> Callable[[Callable[..., Any
 # --- requests ------------------------------------------------------------------------------------
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    state: str | None = Field(None, description="Echoed back in the task")
-    notifyHook: str | None = Field(None, description="Every update of the task is posted here")
+    state: ClientText | None = Field(None, description="Echoed back in the task")
+    notifyHook: HookUrl | None = Field(None, description="Every update of the task is posted here")
 
 
 class MjImagineBody(_Body):

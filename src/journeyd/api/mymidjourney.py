@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from journeyd.api.auth import caller_of
 from journeyd.api.errors import JsonResponse, dialect_route
+from journeyd.api.fields import ClientText, HookUrl
 from journeyd.api.urls import image_base
 from journeyd.domain.buttons import CANCEL_LABEL, LABELS, Kind, custom_id_for_label, format_custom_id
 from journeyd.domain.errors import InvalidRequest, JourneydError
@@ -24,6 +25,7 @@ from journeyd.domain.lifecycle import Status
 from journeyd.domain.task import ClientData, Hook, Task
 from journeyd.service import ModalInput, TaskService
 
+PREFIX = "/api/v1/midjourney/"
 STATUS = {
     Status.SUBMITTED: "QUEUED",
     Status.MODAL: "QUEUED",  # only a task made through another dialect can wait for a modal
@@ -47,8 +49,8 @@ class _Body(BaseModel):
 
 class MmjImagineBody(_Body):
     prompt: str = Field(..., description="Midjourney prompt; an image URL first makes it an image prompt")
-    ref: str | None = Field(None, description="Returned with the message and its webhooks")
-    webhookOverride: str | None = Field(None, description="Post every update of this message here")
+    ref: ClientText | None = Field(None, description="Returned with the message and its webhooks")
+    webhookOverride: HookUrl | None = Field(None, description="Post every update of this message here")
 
 
 class MmjButtonBody(_Body):
@@ -56,8 +58,8 @@ class MmjButtonBody(_Body):
     button: str = Field(..., description="The button label, exactly: " + ", ".join(LABELS))
     mask: str | None = Field(None, description="Vary (Region): base64 PNG/WebP, white = repaint")
     prompt: str | None = Field(None, description="Vary (Region) prompt, or a Remix prompt")
-    ref: str | None = None
-    webhookOverride: str | None = None
+    ref: ClientText | None = None
+    webhookOverride: HookUrl | None = None
 
 
 def _iso(ms: int) -> str:

@@ -45,6 +45,26 @@ class NotFound(JourneydError):
     kind = "not_found"
 
 
+class UnknownEndpoint(JourneydError):
+    """No such path. Not a NotFound: /mj answers an unknown *task* with code 3, on which new-api
+    disables the whole channel, and a mistyped path must not do that."""
+
+    status = 404
+    kind = "not_found"
+
+
+class MethodNotAllowed(JourneydError):
+    status = 405
+    kind = "method_not_allowed"
+
+
+class RequestTimeout(JourneydError):
+    """The client sent its request too slowly (a stalled upload, or a connection held open on purpose)."""
+
+    status = 408
+    kind = "request_timeout"
+
+
 class Conflict(JourneydError):
     """The request is fine but the task is not in a state that allows it (yet)."""
 

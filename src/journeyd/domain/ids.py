@@ -19,6 +19,7 @@ from dataclasses import dataclass
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _DECODE = {c: i for i, c in enumerate(_ALPHABET)}
 ULID_RE = re.compile(r"^[0-7][0-9A-HJKMNP-TV-Z]{25}$")
+MAX_NUMBER = 2**63 - 1  # numeric ids are stored as signed 64-bit integers; a longer "id" names no task
 
 
 def encode_ulid(value: int) -> str:
@@ -70,7 +71,7 @@ def parse_task_ref(text: str) -> TaskRef | None:
     raw = text.removeprefix("task_")
     if is_ulid(raw.upper()) and len(raw) == 26:
         return TaskRef(id=raw.upper())
-    if text.isdigit() and 0 < len(text) <= 19:
+    if text.isascii() and text.isdigit() and 0 < len(text) <= 19 and int(text) <= MAX_NUMBER:
         return TaskRef(number=int(text))
     task_id = task_id_from_job(text) if len(text) == 36 else None
     return TaskRef(id=task_id) if task_id else None

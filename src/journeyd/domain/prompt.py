@@ -262,10 +262,10 @@ def split_weights(text: str) -> tuple[WeightedPart, ...]:
 def parse_aspect(value: str, *, source: str = "--ar") -> tuple[int, int]:
     match = re.fullmatch(r"\s*(\d{1,5})\s*[:xX]\s*(\d{1,5})\s*", value)
     if not match:
-        raise PromptError(f"{source} must look like 16:9 (two whole numbers), got {value!r}")
+        raise PromptError(f"{source} must look like 16:9 (two whole numbers), got {_shown(value)}")
     width, height = int(match.group(1)), int(match.group(2))
     if width == 0 or height == 0:
-        raise PromptError(f"{source} sides must be at least 1, got {value!r}")
+        raise PromptError(f"{source} sides must be at least 1, got {_shown(value)}")
     if not 1 / MAX_ASPECT <= width / height <= MAX_ASPECT:
         raise PromptError(f"{source} {value} is too extreme; use a ratio between 1:8 and 8:1")
     return width, height
@@ -274,7 +274,7 @@ def parse_aspect(value: str, *, source: str = "--ar") -> tuple[int, int]:
 def parse_speed(value: str) -> str:
     speed = value.strip().lower()
     if speed not in SPEEDS:
-        raise PromptError(f"speed must be one of relax, fast, turbo; got {value!r}")
+        raise PromptError(f"speed must be one of relax, fast, turbo; got {_shown(value)}")
     return speed
 
 
@@ -293,7 +293,7 @@ def _leading_urls(body: str) -> tuple[list[str], str]:
 def _parse_flag(name: str, target: str, arg: str) -> Any:
     if target in ("tile", "raw", "speed"):
         if arg:
-            raise PromptError(f"--{name} takes no value, but got {arg!r}")
+            raise PromptError(f"--{name} takes no value, but got {_shown(arg)}")
         return {"tile": True, "raw": "raw"}.get(target, name)
     if target == "niji":
         return _parse_niji(arg or DEFAULT_NIJI)
@@ -310,7 +310,7 @@ def _parse_flag(name: str, target: str, arg: str) -> Any:
         return _parse_version(arg)
     if target == "style":
         if not _STYLE.match(arg):
-            raise PromptError(f"--style takes one word such as raw, got {arg!r}")
+            raise PromptError(f"--style takes one word such as raw, got {_shown(arg)}")
         return arg.lower()
     if target == "seed":
         return _int(name, arg, 0, 4294967295)
@@ -323,7 +323,7 @@ def _parse_flag(name: str, target: str, arg: str) -> Any:
     if target == "quality":
         value = _float(name, arg, 0.25, 4.0)
         if value not in QUALITIES:
-            raise PromptError(f"--{name} must be one of .25, .5, 1, 2, 4; got {arg!r}")
+            raise PromptError(f"--{name} must be one of .25, .5, 1, 2, 4; got {_shown(arg)}")
         return value
     if target == "image_weight":
         return _float(name, arg, 0.0, 3.0)
@@ -334,7 +334,7 @@ def _parse_flag(name: str, target: str, arg: str) -> Any:
 
 def _parse_version(arg: str) -> str:
     if not _VERSION.match(arg):
-        raise PromptError(f"--v takes a version number such as 7 or 6.1, got {arg!r}")
+        raise PromptError(f"--v takes a version number such as 7 or 6.1, got {_shown(arg)}")
     major, _, minor = arg.partition(".")
     major = str(int(major))
     minor = minor.rstrip("0")
@@ -343,13 +343,13 @@ def _parse_version(arg: str) -> str:
 
 def _parse_niji(arg: str) -> str:
     if not re.fullmatch(r"\d{1,2}", arg):
-        raise PromptError(f"--niji takes a version number such as 6, got {arg!r}")
+        raise PromptError(f"--niji takes a version number such as 6, got {_shown(arg)}")
     return str(int(arg))
 
 
 def _int(name: str, arg: str, low: int, high: int) -> int:
-    if not re.fullmatch(r"-?\d+", arg):
-        raise PromptError(f"--{name} takes a whole number from {low} to {high}, got {arg!r}")
+    if not re.fullmatch(r"-?[0-9]{1,20}", arg):  # ASCII digits, and few enough for int() to be cheap
+        raise PromptError(f"--{name} takes a whole number from {low} to {high}, got {_shown(arg)}")
     value = int(arg)
     if not low <= value <= high:
         raise PromptError(f"--{name} must be from {low} to {high}, got {value}")
@@ -360,10 +360,15 @@ def _float(name: str, arg: str, low: float, high: float) -> float:
     try:
         value = float(arg)
     except ValueError:
-        raise PromptError(f"--{name} takes a number from {_num(low)} to {_num(high)}, got {arg!r}") from None
+        raise PromptError(f"--{name} takes a number from {_num(low)} to {_num(high)}, got {_shown(arg)}") from None
     if not math.isfinite(value) or not low <= value <= high:
-        raise PromptError(f"--{name} must be from {_num(low)} to {_num(high)}, got {arg!r}")
+        raise PromptError(f"--{name} must be from {_num(low)} to {_num(high)}, got {_shown(arg)}")
     return value
+
+
+def _shown(arg: str, limit: int = 40) -> str:
+    """A value quoted back in an error, cut short: a 5,000-digit --seed needs no echo."""
+    return repr(arg if len(arg) <= limit else arg[:limit] + "…")
 
 
 def _num(value: float) -> str:
