@@ -176,7 +176,9 @@ def test_region_mask_must_match_an_upscaled_parent_of_any_size(runtime: Runtime)
     huge = np.zeros((900, 1600), np.uint8)
     cv2.circle(huge, (800, 450), 200, 255, -1)
     _, png = cv2.imencode(".png", huge)
-    runtime.service.modal(LOCAL, modal.id, ModalInput("a fountain", base64.b64encode(png.tobytes()).decode()))
-    stored = decode_png(runtime.images.get(f"{modal.id}/mask.png"))
+    submitted = runtime.service.modal(
+        LOCAL, modal.id, ModalInput("a fountain", base64.b64encode(png.tobytes()).decode())
+    )
+    stored = decode_png(runtime.images.get(submitted.args["mask"]))
     assert stored.shape == (upscaled.result.height, upscaled.result.width)  # type: ignore[union-attr]
     assert stored[stored.shape[0] // 2, stored.shape[1] // 2] == 255 and stored[0, 0] == 0

@@ -1,4 +1,5 @@
-"""Upkeep, run on a timer: close expired modal windows, requeue tasks whose worker went silent."""
+"""Upkeep, run on a timer: close expired modal windows, requeue tasks whose worker went silent,
+forget Idempotency-Keys whose day is over."""
 
 from __future__ import annotations
 
@@ -20,3 +21,4 @@ class Maintenance:
         reclaimed = self.service.reclaim()
         if reclaimed.requeued or reclaimed.failed:
             log.warning("requeued %s, failed %s after their worker went silent", reclaimed.requeued, reclaimed.failed)
+        self.service.forget_idempotency_keys()

@@ -8,13 +8,16 @@ words are banned, where updates are posted.
 from __future__ import annotations
 
 import random
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from journeyd.clock import Clock
 from journeyd.domain.buttons import ENDPOINT_KINDS, Plan, parse_custom_id, plan_for, plan_named
-from journeyd.domain.errors import Conflict, InvalidRequest, NotFound, RateLimited
+from journeyd.domain.errors import Conflict, InvalidRequest, NotFound, RateLimited, Unprocessable
+from journeyd.domain.idempotency import HEADER as IDEMPOTENCY_HEADER
+from journeyd.domain.idempotency import Idempotency
 from journeyd.domain.ids import IdGenerator, parse_task_ref, task_id_from_job
 from journeyd.domain.keys import ApiKey, Charge
 from journeyd.domain.lifecycle import Action, Op, Speed, Status
@@ -25,7 +28,7 @@ from journeyd.domain.task import ClientData, Hook, Task
 from journeyd.imaging.codec import decode_image, encode_png, to_rgb
 from journeyd.imaging.masks import mask_from_image, mask_to_png_pixels
 from journeyd.media.storage import ImageStore
-from journeyd.store.base import DuplicateNumber, Reclaimed, TaskStore
+from journeyd.store.base import DuplicateNumber, IdempotencyKeyTaken, QueueFull, Reclaimed, TaskStore
 
 MODAL_EXPIRED = "the modal window closed before a modal was submitted; the task was cancelled and refunded"
 HOOK_FIELDS = {"mj": "notifyHook", "mymidjourney": "webhookOverride"}
@@ -44,9 +47,11 @@ class Dispatcher(Protocol):
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is asking: an API key, or the local operator on loopback when no key exists."""
+    """Who is asking (an API key, or the local operator on loopback when no key exists), and the
+    Idempotency-Key of the submit they are making, if they sent one."""
 
     key: ApiKey | None = None
+    idempotency: Idempotency | None = None
 
     @property
     def owner(self) -> str | None:
@@ -159,6 +164,9 @@ class TaskService:
         image_urls: Sequence[str] = (),
         client: ClientData = NO_CLIENT_DATA,
     ) -> Task:
+        replayed = self._replay(caller)
+        if replayed is not None:
+            return replayed
         spec = with_overrides(parse_prompt(prompt), **(overrides or {}))
         if not spec.text and not spec.image_urls and not image_urls:
             raise InvalidRequest("prompt is empty: describe the image to imagine")
@@ -182,8 +190,7 @@ class TaskService:
             seed=spec.seed if spec.seed is not None else self._seed(),
             client=client,
         )
-        self._insert(task, caller, cleanup=bool(keys))
-        return task
+        return self._insert(task, caller, cleanup=bool(keys))
 
     def press(
         self,
@@ -206,6 +213,9 @@ class TaskService:
         button that needs a modal (Vary (Region), Custom Zoom) in the same step, as mymidjourney
         does; without it such a task waits in MODAL.
         """
+        replayed = self._replay(caller)
+        if replayed is not None:
+            return replayed
         parent = self.get(caller, ref)
         self._check_ready(parent)
         assert parent.result is not None
@@ -231,6 +241,9 @@ class TaskService:
 
     def modal(self, caller: Caller, ref: str, modal: ModalInput) -> Task:
         """Finish a MODAL task (Vary (Region) or Custom Zoom) with a prompt and, for Region, a mask."""
+        replayed = self._replay(caller)
+        if replayed is not None:
+            return replayed
         task = self.get(caller, ref)
         if task.status is not Status.MODAL:
             if task.status is Status.CANCELLED and task.fail_reason == MODAL_EXPIRED:
@@ -246,8 +259,21 @@ class TaskService:
         charge = self._quote(caller, "modal", inputs.spec, task.speed)
         try:
             submitted = self.store.submit_modal(
-                task.id, self.clock.now_ms(), prompt=inputs.prompt, spec=inputs.spec, args=inputs.args, charge=charge
+                task.id,
+                self.clock.now_ms(),
+                prompt=inputs.prompt,
+                spec=inputs.spec,
+                args=inputs.args,
+                charge=charge,
+                max_queued=self.limits.max_queued_per_key,
+                idempotency=caller.idempotency,
             )
+        except QueueFull as full:
+            self._forget(inputs.mask_key)
+            raise self._queue_full(full.limit) from None
+        except IdempotencyKeyTaken:
+            self._forget(inputs.mask_key)
+            return self._replayed_twin(caller)
         except BaseException:
             self._forget(inputs.mask_key)
             raise
@@ -268,6 +294,9 @@ class TaskService:
     # --- upkeep (called by the sweeper) --------------------------------------------------------
     def expire_modals(self) -> list[str]:
         return self.store.expire_modals(self.clock.now_ms(), MODAL_EXPIRED)
+
+    def forget_idempotency_keys(self) -> int:
+        return self.store.forget_idempotency_keys(self.clock.now_ms())
 
     def reclaim(self, *, every_lease: bool = False) -> Reclaimed:
         reclaimed = self.store.reclaim(self.clock.now_ms(), self.limits.max_attempts, every_lease=every_lease)
@@ -294,9 +323,37 @@ class TaskService:
             raise InvalidRequest(f"index must be from 1 to 4, got {plan.index}")
 
     def _check_queue(self, caller: Caller) -> None:
+        """Refuse early, before fetching images for a submit that cannot be queued. (The cap itself is
+        kept by the store, in the transaction that queues the task.)"""
         limit = self.limits.max_queued_per_key
         if limit and self.store.queued_count(caller.owner) >= limit:
-            raise RateLimited(f"you already have {limit} tasks queued or running; wait for some to finish")
+            raise self._queue_full(limit)
+
+    @staticmethod
+    def _queue_full(limit: int) -> RateLimited:
+        return RateLimited(f"you already have {limit} tasks queued or running; wait for some to finish")
+
+    def _replay(self, caller: Caller) -> Task | None:
+        """The task a retried submit already made: same Idempotency-Key, same request."""
+        if caller.idempotency is None:
+            return None
+        first = self.store.idempotent_submit(caller.owner, caller.idempotency.key, self.clock.now_ms())
+        if first is None:
+            return None
+        if first.fingerprint != caller.idempotency.fingerprint:
+            raise Unprocessable(
+                f"this {IDEMPOTENCY_HEADER} was already used for a different request (another endpoint or body) "
+                "in the last 24 hours; use a new key for a new request"
+            )
+        task = self.store.get_task(first.task_id)
+        assert task is not None, first  # tasks are never deleted
+        return task
+
+    def _replayed_twin(self, caller: Caller) -> Task:
+        """A concurrent request with the same key won the race: answer with its task."""
+        task = self._replay(caller)
+        assert task is not None
+        return task
 
     def _check_output_size(self, parent: Task, plan: Plan) -> None:
         assert parent.result is not None
@@ -336,7 +393,8 @@ class TaskService:
             data = self.fetcher.fetch(modal.mask, what=modal.mask_field)
             image = decode_image(data, what=modal.mask_field, max_pixels=self.limits.max_image_pixels)
             pixels = mask_from_image(image, (parent.result.width, parent.result.height), what=modal.mask_field)
-            mask_key = f"{task_id}/mask.png"
+            # a key of its own: a concurrent modal that loses the race deletes only its own mask
+            mask_key = f"{task_id}/mask-{secrets.token_hex(6)}.png"
             self.images.put(mask_key, encode_png(mask_to_png_pixels(pixels)))
             args["mask"] = mask_key
         else:
@@ -414,10 +472,8 @@ class TaskService:
                 args=inputs.args,
             )
             modal_charge = self._quote(caller, "modal", inputs.spec, task.speed)
-            self._insert(task, caller, cleanup=True, extra_charges=[modal_charge] if modal_charge else [])
-        else:
-            self._insert(task, caller)
-        return task
+            return self._insert(task, caller, cleanup=True, extra_charges=[modal_charge] if modal_charge else [])
+        return self._insert(task, caller)
 
     def _new_task(
         self,
@@ -461,24 +517,39 @@ class TaskService:
 
     def _insert(
         self, task: Task, caller: Caller, *, cleanup: bool = False, extra_charges: Sequence[Charge] = ()
-    ) -> None:
+    ) -> Task:
+        """Write the new task and its charges; the task the caller gets (a twin's, when a concurrent
+        request with the same Idempotency-Key won)."""
         charge = self._quote(caller, task.price_name, task.spec, task.speed)
         charges = [*([charge] if charge else []), *extra_charges]
         try:
             for _ in range(10):
                 try:
-                    self.store.insert_task(task, charges)
+                    self.store.insert_task(
+                        task, charges, max_queued=self.limits.max_queued_per_key, idempotency=caller.idempotency
+                    )
                     break
                 except DuplicateNumber:  # two tasks in one millisecond drew the same three digits
                     task = replace(task, number=self.ids.number())
             else:
                 raise Conflict("could not allocate a task number; try again")
+        except QueueFull as full:
+            self._discard(task, cleanup)
+            raise self._queue_full(full.limit) from None
+        except IdempotencyKeyTaken:
+            self._discard(task, cleanup)
+            return self._replayed_twin(caller)
         except BaseException:
-            if cleanup:
-                self.images.delete_task(task.id)
+            self._discard(task, cleanup)
             raise
         if task.status is Status.SUBMITTED:
             self.dispatcher.wake(task.id)
+        return task
+
+    def _discard(self, task: Task, cleanup: bool) -> None:
+        """Remove what a submit stored before its task was refused (image prompts, a mask)."""
+        if cleanup:
+            self.images.delete_task(task.id)
 
     def _quote(self, caller: Caller, action: str, spec: PromptSpec, speed: Speed) -> Charge | None:
         if caller.key is None:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from journeyd.api.auth import caller_of, current_caller
 from journeyd.api.errors import JsonResponse, dialect_route
 from journeyd.api.fields import Metadata
+from journeyd.api.idempotency import IDEMPOTENT
 from journeyd.api.urls import image_base
 from journeyd.domain.buttons import Button
 from journeyd.domain.errors import InvalidRequest, JourneydError
@@ -187,8 +188,8 @@ async def fetch_unified(request: Request) -> JsonResponse:
     return JsonResponse({"code": 200, "data": unified_view(task, request)})
 
 
-@router.post("/v1/midjourney/generations", summary="Imagine: a grid of four images")
-@router.post("/v1/midjourney/generations/imagine", summary="Imagine (alias)")
+@router.post("/v1/midjourney/generations", summary="Imagine: a grid of four images", dependencies=IDEMPOTENT)
+@router.post("/v1/midjourney/generations/imagine", summary="Imagine (alias)", dependencies=IDEMPOTENT)
 def imagine(body: ImagineBody, request: Request, caller: CallerDep) -> JsonResponse:
     overrides = {
         "aspect": body.size,
@@ -233,49 +234,59 @@ def _press(name: str, body: ActionBody, request: Request, caller: Caller, **extr
     return submitted(task)
 
 
-@router.post("/v1/midjourney/generations/upscale", summary="U1-U4: one image of a grid")
+@router.post("/v1/midjourney/generations/upscale", summary="U1-U4: one image of a grid", dependencies=IDEMPOTENT)
 def upscale(body: ActionBody, request: Request, caller: CallerDep) -> JsonResponse:
     return _press("upscale", body, request, caller)
 
 
-@router.post("/v1/midjourney/generations/variation", summary="V1-V4: variations of one image of a grid")
+@router.post(
+    "/v1/midjourney/generations/variation", summary="V1-V4: variations of one image of a grid", dependencies=IDEMPOTENT
+)
 def variation(body: ActionBody, request: Request, caller: CallerDep) -> JsonResponse:
     return _press("variation", body, request, caller)
 
 
-@router.post("/v1/midjourney/generations/high-variation", summary="Vary (Strong)")
+@router.post("/v1/midjourney/generations/high-variation", summary="Vary (Strong)", dependencies=IDEMPOTENT)
 def high_variation(body: ActionBody, request: Request, caller: CallerDep) -> JsonResponse:
     return _press("high-variation", body, request, caller)
 
 
-@router.post("/v1/midjourney/generations/low-variation", summary="Vary (Subtle)")
+@router.post("/v1/midjourney/generations/low-variation", summary="Vary (Subtle)", dependencies=IDEMPOTENT)
 def low_variation(body: ActionBody, request: Request, caller: CallerDep) -> JsonResponse:
     return _press("low-variation", body, request, caller)
 
 
-@router.post("/v1/midjourney/generations/reroll", summary="🔄 Reroll a grid")
+@router.post("/v1/midjourney/generations/reroll", summary="🔄 Reroll a grid", dependencies=IDEMPOTENT)
 def reroll(body: ActionBody, request: Request, caller: CallerDep) -> JsonResponse:
     return _press("reroll", body, request, caller)
 
 
-@router.post("/v1/midjourney/generations/zoom", summary="Zoom Out 2x / 1.5x of an upscaled image")
+@router.post(
+    "/v1/midjourney/generations/zoom", summary="Zoom Out 2x / 1.5x of an upscaled image", dependencies=IDEMPOTENT
+)
 def zoom(body: ZoomBody, request: Request, caller: CallerDep) -> JsonResponse:
     return _press("zoom", body, request, caller, zoom_ratio=body.zoom_ratio)
 
 
-@router.post("/v1/midjourney/generations/pan", summary="Pan an upscaled image")
+@router.post("/v1/midjourney/generations/pan", summary="Pan an upscaled image", dependencies=IDEMPOTENT)
 def pan(body: PanBody, request: Request, caller: CallerDep) -> JsonResponse:
     if not body.custom_id and not body.direction:
         raise InvalidRequest("pan needs direction (left, right, up or down) or a pan custom_id")
     return _press("pan", body, request, caller, direction=body.direction)
 
 
-@router.post("/v1/midjourney/generations/inpaint", summary="Vary (Region): the task waits in MODAL for a mask")
+@router.post(
+    "/v1/midjourney/generations/inpaint",
+    summary="Vary (Region): the task waits in MODAL for a mask",
+    dependencies=IDEMPOTENT,
+)
 def inpaint(body: ActionBody, request: Request, caller: CallerDep) -> JsonResponse:
     return _press("inpaint", body, request, caller)
 
 
-@router.post("/v1/midjourney/generations/modal", summary="Finish a MODAL task with a mask and prompt")
+@router.post(
+    "/v1/midjourney/generations/modal", summary="Finish a MODAL task with a mask and prompt", dependencies=IDEMPOTENT
+)
 def modal(body: ModalBody, request: Request, caller: CallerDep) -> JsonResponse:
     task = _service(request).modal(caller, body.task_id, ModalInput(body.prompt, body.mask_url))
     return submitted(task)

@@ -9,6 +9,7 @@ with no key to check it against, it is ignored.)
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import ipaddress
 import math
@@ -16,6 +17,7 @@ import time
 
 from starlette.requests import Request
 
+from journeyd.api.idempotency import idempotency_of
 from journeyd.domain.errors import Forbidden, Unauthorized
 from journeyd.domain.keys import hash_secret
 from journeyd.service import Caller
@@ -84,9 +86,11 @@ class Authenticator:
 
 
 def caller_of(request: Request) -> Caller:
-    """The caller of this request (raises 401/403)."""
+    """The caller of this request (raises 401/403), with the Idempotency-Key of its submit."""
     auth: Authenticator = request.app.state.auth
-    return auth.authenticate(request)
+    caller = auth.authenticate(request)
+    idempotency = idempotency_of(request)
+    return dataclasses.replace(caller, idempotency=idempotency) if idempotency else caller
 
 
 async def current_caller(request: Request) -> Caller:

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from journeyd.api.auth import caller_of
 from journeyd.api.errors import JsonResponse, dialect_route
 from journeyd.api.fields import ClientText, HookUrl
+from journeyd.api.idempotency import IDEMPOTENT
 from journeyd.api.urls import image_base
 from journeyd.domain.errors import (
     InternalError,
@@ -263,7 +264,7 @@ async def image_seed(id: str, request: Request) -> JsonResponse:
 
 
 # --- routes: submit --------------------------------------------------------------------------------
-@route("POST", "/submit/imagine", summary="Imagine")
+@route("POST", "/submit/imagine", summary="Imagine", dependencies=IDEMPOTENT)
 def imagine(body: MjImagineBody, request: Request) -> JsonResponse:
     overrides: dict[str, Any] = {"speed": _speed(request, body.accountFilter)}
     if body.botType == "NIJI_JOURNEY":
@@ -276,7 +277,12 @@ def imagine(body: MjImagineBody, request: Request) -> JsonResponse:
     return _submitted(task, request)
 
 
-@route("POST", "/submit/action", summary="Press a button (customId); Vary (Region) and Custom Zoom answer 21")
+@route(
+    "POST",
+    "/submit/action",
+    summary="Press a button (customId); Vary (Region) and Custom Zoom answer 21",
+    dependencies=IDEMPOTENT,
+)
 def action(body: MjActionBody, request: Request) -> JsonResponse:
     task = _service(request).press(
         caller_of(request), body.taskId, custom_id=body.customId, speed=_speed(request), client=_client(body)
@@ -284,7 +290,7 @@ def action(body: MjActionBody, request: Request) -> JsonResponse:
     return _submitted(task, request)
 
 
-@route("POST", "/submit/change", summary="U1-U4, V1-V4 or reroll by action and index")
+@route("POST", "/submit/change", summary="U1-U4, V1-V4 or reroll by action and index", dependencies=IDEMPOTENT)
 def change(body: MjChangeBody, request: Request) -> JsonResponse:
     if body.action != "REROLL" and not body.index:
         raise InvalidRequest("index is required (1-4) for UPSCALE and VARIATION")
@@ -299,7 +305,7 @@ def change(body: MjChangeBody, request: Request) -> JsonResponse:
     return _submitted(task, request)
 
 
-@route("POST", "/submit/simple-change", summary='"<taskId> U2" style changes')
+@route("POST", "/submit/simple-change", summary='"<taskId> U2" style changes', dependencies=IDEMPOTENT)
 def simple_change(body: MjSimpleChangeBody, request: Request) -> JsonResponse:
     parts = body.content.split()
     if len(parts) != 2 or not (
@@ -319,7 +325,12 @@ def simple_change(body: MjSimpleChangeBody, request: Request) -> JsonResponse:
     return _submitted(task, request)
 
 
-@route("POST", "/submit/modal", summary="Finish a task waiting for a modal (mask and/or prompt); same task id")
+@route(
+    "POST",
+    "/submit/modal",
+    summary="Finish a task waiting for a modal (mask and/or prompt); same task id",
+    dependencies=IDEMPOTENT,
+)
 def modal(body: MjModalBody, request: Request) -> JsonResponse:
     task = _service(request).modal(
         caller_of(request), body.taskId, ModalInput(body.prompt, body.maskBase64, mask_field="maskBase64")

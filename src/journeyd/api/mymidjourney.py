@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from journeyd.api.auth import caller_of
 from journeyd.api.errors import JsonResponse, dialect_route
 from journeyd.api.fields import ClientText, HookUrl
+from journeyd.api.idempotency import IDEMPOTENT
 from journeyd.api.urls import image_base
 from journeyd.domain.buttons import CANCEL_LABEL, LABELS, Kind, custom_id_for_label, format_custom_id
 from journeyd.domain.errors import InvalidRequest, JourneydError
@@ -105,13 +106,13 @@ async def message(messageId: str, request: Request) -> JsonResponse:
     return JsonResponse(message_json(task, image_base(request)))
 
 
-@router.post("/api/v1/midjourney/imagine", summary="Imagine: a grid of four images")
+@router.post("/api/v1/midjourney/imagine", summary="Imagine: a grid of four images", dependencies=IDEMPOTENT)
 def imagine(body: MmjImagineBody, request: Request) -> JsonResponse:
     task = _service(request).imagine(caller_of(request), body.prompt, client=_client(body.ref, body.webhookOverride))
     return accepted(task)
 
 
-@router.post("/api/v1/midjourney/button", summary="Press a button of a message")
+@router.post("/api/v1/midjourney/button", summary="Press a button of a message", dependencies=IDEMPOTENT)
 def button(body: MmjButtonBody, request: Request) -> JsonResponse:
     service, caller = _service(request), caller_of(request)
     parent = service.get(caller, body.messageId)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from journeyd.domain.idempotency import Idempotency
 from journeyd.domain.keys import ApiKey, Charge
 from journeyd.domain.lifecycle import Status
 from journeyd.domain.prompt import PromptSpec
@@ -33,6 +34,26 @@ class DuplicateNumber(Exception):
     """The numeric id drawn for a new task is taken (two tasks in one millisecond drew the same digits)."""
 
 
+class QueueFull(Exception):
+    """The owner already has `limit` tasks queued or running; nothing was written."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+
+class IdempotencyKeyTaken(Exception):
+    """Another request with the same owner and Idempotency-Key committed first; nothing was written."""
+
+
+@dataclass(frozen=True)
+class IdempotentSubmit:
+    """The task an idempotency key was first used for, and that request's fingerprint."""
+
+    task_id: str
+    fingerprint: str
+
+
 @dataclass(frozen=True)
 class Delivery:
     """One webhook delivery: the task as it was when it changed, and where to post it."""
@@ -52,9 +73,19 @@ class Reclaimed:
 
 class TaskStore(Protocol):
     # --- tasks -----------------------------------------------------------------------------
-    def insert_task(self, task: Task, charges: Sequence[Charge] = ()) -> None:
-        """Insert a new task, debiting `charges` in the same transaction (PaymentRequired if short,
-        DuplicateNumber if its numeric id is taken)."""
+    def insert_task(
+        self,
+        task: Task,
+        charges: Sequence[Charge] = (),
+        *,
+        max_queued: int = 0,
+        idempotency: Idempotency | None = None,
+    ) -> None:
+        """Insert a new task, debiting `charges` in the same transaction. All or nothing:
+        PaymentRequired if the balance is short, DuplicateNumber if its numeric id is taken, QueueFull
+        if it would be queued while its owner has `max_queued` (0: no cap) tasks queued or running,
+        IdempotencyKeyTaken if `idempotency`'s key is already the owner's for another live submit.
+        The count and the insert are one transaction, so concurrent submits cannot overrun the cap."""
 
     def get_task(self, task_id: str) -> Task | None: ...
 
@@ -64,9 +95,25 @@ class TaskStore(Protocol):
         """The owner's newest tasks first; with `statuses`, in the order they will run."""
 
     def submit_modal(
-        self, task_id: str, now: int, *, prompt: str, spec: PromptSpec, args: dict[str, Any], charge: Charge | None
+        self,
+        task_id: str,
+        now: int,
+        *,
+        prompt: str,
+        spec: PromptSpec,
+        args: dict[str, Any],
+        charge: Charge | None,
+        max_queued: int = 0,
+        idempotency: Idempotency | None = None,
     ) -> Task | None:
-        """MODAL -> SUBMITTED if the modal window is still open at `now`; None if it is not."""
+        """MODAL -> SUBMITTED if the modal window is still open at `now`; None if it is not (or a
+        concurrent modal won). QueueFull and IdempotencyKeyTaken as for `insert_task`."""
+
+    def idempotent_submit(self, owner: str | None, key: str, now: int) -> IdempotentSubmit | None:
+        """The live (younger than the key lifetime) submit that `owner` made with `key`, if any."""
+
+    def forget_idempotency_keys(self, now: int) -> int:
+        """Delete the keys whose lifetime ended before `now`; how many there were."""
 
     def claim_next(self, worker: str, now: int, lease_ms: int) -> Task | None:
         """Take the first queued task (highest speed, then oldest) and lease it to `worker`."""
@@ -132,7 +179,8 @@ class TaskStore(Protocol):
 
     def list_keys(self) -> list[ApiKey]: ...
 
-    def count_keys(self) -> int: ...
+    def count_keys(self) -> int:
+        """Every key ever created, revoked ones too: once a key has existed, anonymous access is over."""
 
     def revoke_key(self, key_id: str, now: int) -> ApiKey | None:
         """Revoke a key for good (its requests get 403 from now on); None if there is no such key."""

@@ -17,11 +17,20 @@ from typing import Any
 import orjson
 
 from journeyd.domain.errors import PaymentRequired
+from journeyd.domain.idempotency import TTL_MS, Idempotency
 from journeyd.domain.keys import ApiKey, Charge
 from journeyd.domain.lifecycle import Action, Op, Speed, Status, sources_of
 from journeyd.domain.prompt import PromptSpec
 from journeyd.domain.task import ClientData, Hook, Result, Task
-from journeyd.store.base import Delivery, DuplicateNumber, LedgerEntry, Reclaimed
+from journeyd.store.base import (
+    Delivery,
+    DuplicateNumber,
+    IdempotencyKeyTaken,
+    IdempotentSubmit,
+    LedgerEntry,
+    QueueFull,
+    Reclaimed,
+)
 
 FINISHED_CACHE_SIZE = 10_000
 
@@ -115,6 +124,18 @@ MIGRATIONS = [
     # 3: step previews
     """
     ALTER TABLE tasks ADD COLUMN preview_at INTEGER;
+    """,
+    # 4: Idempotency-Key of submits, per owner ('' for the local operator)
+    """
+    CREATE TABLE idempotency_keys (
+        owner TEXT NOT NULL,
+        key TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (owner, key)
+    );
+    CREATE INDEX idempotency_keys_age ON idempotency_keys (created_at);
     """,
 ]
 
@@ -231,6 +252,13 @@ def _in(statuses: frozenset[Status]) -> str:
 
 
 _WAITING = sources_of(Status.CANCELLED) - {Status.IN_PROGRESS}  # cancelled at once; running ones are asked to stop
+_QUEUED_COUNT = "SELECT COUNT(*) FROM tasks WHERE owner IS ? AND status IN ('submitted', 'in_progress')"
+# Takes the key, or takes it over from a submit whose key lifetime is over; no row changed = a live twin has it.
+_KEEP_IDEMPOTENCY_KEY = (
+    "INSERT INTO idempotency_keys (owner, key, fingerprint, task_id, created_at) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (owner, key) DO UPDATE SET fingerprint = excluded.fingerprint, task_id = excluded.task_id, "
+    "created_at = excluded.created_at WHERE idempotency_keys.created_at <= ?"
+)
 
 
 class SqliteStore:
@@ -342,8 +370,36 @@ class SqliteStore:
             (now, task_id, row["version"]),
         )
 
+    @staticmethod
+    def _admit(conn: sqlite3.Connection, owner: str | None, max_queued: int) -> None:
+        """Refuse a task just queued for `owner` beyond the cap, in the transaction that queued it
+        (raising rolls it back)."""
+        if max_queued and conn.execute(_QUEUED_COUNT, (owner,)).fetchone()[0] > max_queued:
+            raise QueueFull(max_queued)
+
+    @staticmethod
+    def _keep_key(
+        conn: sqlite3.Connection, owner: str | None, idempotency: Idempotency | None, task_id: str, now: int
+    ) -> None:
+        """Record the submit's Idempotency-Key with the change it made; a live twin means it is taken."""
+        if idempotency is None:
+            return
+        taken = not conn.execute(
+            _KEEP_IDEMPOTENCY_KEY,
+            (owner or "", idempotency.key, idempotency.fingerprint, task_id, now, now - TTL_MS),
+        ).rowcount
+        if taken:
+            raise IdempotencyKeyTaken(idempotency.key)
+
     # --- tasks ---------------------------------------------------------------------------------
-    def insert_task(self, task: Task, charges: Sequence[Charge] = ()) -> None:
+    def insert_task(
+        self,
+        task: Task,
+        charges: Sequence[Charge] = (),
+        *,
+        max_queued: int = 0,
+        idempotency: Idempotency | None = None,
+    ) -> None:
         with self._write() as conn:
             try:
                 self._insert(conn, task)
@@ -351,6 +407,9 @@ class SqliteStore:
                 if "tasks.number" in str(error):
                     raise DuplicateNumber(task.number) from None
                 raise
+            if task.status is Status.SUBMITTED:
+                self._admit(conn, task.owner, max_queued)
+            self._keep_key(conn, task.owner, idempotency, task.id, task.created_at)
             for charge in charges:
                 self._charge(conn, task.id, charge, task.created_at)
             self._emit(conn, task.id, task.created_at)
@@ -437,7 +496,16 @@ class SqliteStore:
             self._finished[task.id] = task
 
     def submit_modal(
-        self, task_id: str, now: int, *, prompt: str, spec: PromptSpec, args: dict[str, Any], charge: Charge | None
+        self,
+        task_id: str,
+        now: int,
+        *,
+        prompt: str,
+        spec: PromptSpec,
+        args: dict[str, Any],
+        charge: Charge | None,
+        max_queued: int = 0,
+        idempotency: Idempotency | None = None,
     ) -> Task | None:
         with self._write() as conn:
             row = conn.execute(
@@ -448,10 +516,27 @@ class SqliteStore:
             ).fetchone()
             if row is None:
                 return None
+            self._admit(conn, row["owner"], max_queued)
+            self._keep_key(conn, row["owner"], idempotency, task_id, now)
             if charge is not None:
                 self._charge(conn, task_id, charge, now)
             self._emit(conn, task_id, now)
             return _task_from_row(row)
+
+    def idempotent_submit(self, owner: str | None, key: str, now: int) -> IdempotentSubmit | None:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT task_id, fingerprint FROM idempotency_keys WHERE owner = ? AND key = ? AND created_at > ?",
+                (owner or "", key, now - TTL_MS),
+            )
+            .fetchone()
+        )
+        return IdempotentSubmit(row["task_id"], row["fingerprint"]) if row else None
+
+    def forget_idempotency_keys(self, now: int) -> int:
+        with self._write() as conn:
+            return conn.execute("DELETE FROM idempotency_keys WHERE created_at <= ?", (now - TTL_MS,)).rowcount
 
     def claim_next(self, worker: str, now: int, lease_ms: int) -> Task | None:
         with self._write() as conn:
@@ -614,11 +699,7 @@ class SqliteStore:
             return Reclaimed(requeued, failed)
 
     def queued_count(self, owner: str | None) -> int:
-        return (
-            self._conn()
-            .execute("SELECT COUNT(*) FROM tasks WHERE owner IS ? AND status IN ('submitted', 'in_progress')", (owner,))
-            .fetchone()[0]
-        )
+        return self._conn().execute(_QUEUED_COUNT, (owner,)).fetchone()[0]
 
     def queue_position(self, task_id: str) -> int:
         return (
@@ -713,7 +794,7 @@ class SqliteStore:
         return [_key_from_row(row) for row in self._conn().execute("SELECT * FROM api_keys ORDER BY created_at")]
 
     def count_keys(self) -> int:
-        return self._conn().execute("SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL").fetchone()[0]
+        return self._conn().execute("SELECT COUNT(*) FROM api_keys").fetchone()[0]
 
     def ledger(self, *, key_id: str | None = None, task_id: str | None = None) -> list[LedgerEntry]:
         rows = (
