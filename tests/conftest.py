@@ -42,7 +42,13 @@ def one_torch_thread() -> Iterator[None]:
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"data_dir": tmp_path / "data", "workers": 0, "classic_size": 128}
+    # "testserver" is the Host name Starlette's TestClient sends
+    values: dict[str, Any] = {
+        "data_dir": tmp_path / "data",
+        "workers": 0,
+        "classic_size": 128,
+        "allowed_hosts": "testserver",
+    }
     values.update(overrides)
     return Settings(**values)
 

@@ -146,6 +146,14 @@ class StoreContract:
         assert sorted(claimed) == sorted(f"{i + 1:026d}" for i in range(30))
         assert all(store.get_task(task_id).attempts == 1 for task_id in claimed)  # type: ignore[union-attr]
 
+    def test_get_tasks_finds_many_by_id_and_number_in_one_call(self, store: TaskStore) -> None:
+        for i in range(1200):
+            store.insert_task(make_task(i + 1, owner=None))
+        ids = [f"{i:026d}" for i in range(1, 1200, 2)]
+        numbers = [NOW * 1000 + i for i in range(2, 1201, 2)] + [1, 2**62]  # two unknown ones
+        found = store.get_tasks(ids=[*ids, "X" * 26], numbers=numbers)
+        assert sorted(task.id for task in found) == [f"{i:026d}" for i in range(1, 1201)]
+
     # --- idempotency keys ----------------------------------------------------------------------------
     def test_an_idempotency_key_is_written_with_its_submit_or_not_at_all(self, keyed: TaskStore) -> None:
         first = Idempotency("retry-1", "fp-a")

@@ -49,6 +49,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from journeyd.api.app import create_app
+    from journeyd.api.connections import with_header_deadline
     from journeyd.runtime import build_runtime
 
     settings = _settings(args)
@@ -75,7 +76,14 @@ def serve(args: argparse.Namespace) -> int:
         f"data in {settings.data_dir.resolve()}, listening on {settings.base_url}",
         file=sys.stderr,
     )
-    uvicorn.run(create_app(runtime), host=settings.host, port=settings.port, log_level=args.log_level, access_log=False)
+    uvicorn.run(
+        create_app(runtime),
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level,
+        access_log=False,
+        http=with_header_deadline(settings.read_timeout_s),
+    )
     return 0
 
 

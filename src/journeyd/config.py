@@ -20,6 +20,14 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8080
     public_url: str | None = Field(None, description="Base URL clients reach us at; image URLs start with it")
+    allowed_hosts: str | None = Field(
+        None,
+        description="Host names served besides loopback, the bind address and public_url: comma-separated, "
+        "'*.example.com' for subdomains, '*' for any",
+    )
+    cors_origins: str | None = Field(
+        None, description="Browser origins (https://app.example) allowed to call the API: comma-separated; unset = off"
+    )
     insecure: bool = Field(False, description="Allow listening beyond loopback with no API key created")
 
     engine: str = Field("classic", description="classic (CPU, no weights) or diffusers (open models)")
@@ -64,7 +72,8 @@ class Settings(BaseSettings):
     allow_private_urls: bool = Field(False, description="Let mask_url and image URLs reach private addresses")
     fetch_timeout_s: float = Field(10.0, gt=0)
     max_fetch_bytes: int = Field(16 * 1024 * 1024, gt=0)
-    max_image_pixels: int = Field(40_000_000, gt=0)
+    max_image_pixels: int = Field(40_000_000, gt=0, description="One image a client sends (mask, image prompt)")
+    max_request_pixels: int = Field(64_000_000, gt=0, description="All the image prompts of one request together")
     max_output_pixels: int = Field(16_777_216, gt=0, description="Zoom and pan canvases are scaled to fit")
     max_request_bytes: int = Field(32 * 1024 * 1024, gt=0)
     read_timeout_s: float = Field(
@@ -87,6 +96,12 @@ class Settings(BaseSettings):
         host = "127.0.0.1" if host in ("0.0.0.0", "[::]") else host
         return f"http://{host}:{self.port}"
 
+    def allowed_host_list(self) -> list[str]:
+        return _comma_list(self.allowed_hosts)
+
+    def cors_origin_list(self) -> list[str]:
+        return _comma_list(self.cors_origins)
+
     def banned_word_list(self) -> list[str]:
         if not self.banned_words:
             return []
@@ -104,3 +119,7 @@ class Settings(BaseSettings):
             if path.suffix == ".toml":
                 return PriceTable(tomllib.loads(text).get("prices", {}))
         return PriceTable(json.loads(text))
+
+
+def _comma_list(value: str | None) -> list[str]:
+    return [item.strip() for item in (value or "").split(",") if item.strip()]

@@ -189,6 +189,7 @@ def build_runtime(
             modal_timeout_ms=int(settings.modal_timeout_s * 1000),
             max_queued_per_key=settings.max_queued_per_key,
             max_image_pixels=settings.max_image_pixels,
+            max_request_pixels=settings.max_request_pixels,
             max_output_pixels=settings.max_output_pixels,
             max_attempts=settings.max_attempts,
         ),

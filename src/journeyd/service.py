@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from journeyd.clock import Clock
 from journeyd.domain.buttons import ENDPOINT_KINDS, Plan, parse_custom_id, plan_for, plan_named
-from journeyd.domain.errors import Conflict, InvalidRequest, NotFound, RateLimited, Unprocessable
+from journeyd.domain.errors import Conflict, InvalidRequest, NotFound, RateLimited, TooLarge, Unprocessable
 from journeyd.domain.idempotency import HEADER as IDEMPOTENCY_HEADER
 from journeyd.domain.idempotency import Idempotency
 from journeyd.domain.ids import IdGenerator, parse_task_ref, task_id_from_job
@@ -25,12 +25,16 @@ from journeyd.domain.moderation import BannedWords
 from journeyd.domain.pricing import PriceTable
 from journeyd.domain.prompt import PromptSpec, parse_prompt, parse_speed, with_overrides
 from journeyd.domain.task import ClientData, Hook, Task
-from journeyd.imaging.codec import decode_image, encode_png, to_rgb
+from journeyd.imaging.budget import PixelBudget
+from journeyd.imaging.codec import decode_image, encode_png, image_pixels, to_rgb
 from journeyd.imaging.masks import mask_from_image, mask_to_png_pixels
 from journeyd.media.storage import ImageStore
 from journeyd.store.base import DuplicateNumber, IdempotencyKeyTaken, QueueFull, Reclaimed, TaskStore
 
 MODAL_EXPIRED = "the modal window closed before a modal was submitted; the task was cancelled and refunded"
+MAX_IMAGE_PROMPTS = 5
+IMAGE_PROMPT_SIDE = 2048  # image prompts steer a picture drawn at ~1 MP: more pixels would only cost memory
+MAX_LISTED_TASKS = 1000  # tasks one list request may name
 HOOK_FIELDS = {"mj": "notifyHook", "mymidjourney": "webhookOverride"}
 NO_CLIENT_DATA = ClientData()
 
@@ -62,7 +66,8 @@ class Caller:
 class Limits:
     modal_timeout_ms: int = 1_800_000
     max_queued_per_key: int = 50
-    max_image_pixels: int = 40_000_000
+    max_image_pixels: int = 40_000_000  # one image a client sends
+    max_request_pixels: int = 64_000_000  # all the images of one request together
     max_output_pixels: int = 16_777_216
     max_attempts: int = 3
 
@@ -115,6 +120,7 @@ class TaskService:
         self.default_hook = default_hook
         self.check_prompt = check_prompt or (lambda spec: None)  # the engine refuses what it cannot draw
         self._rng = rng or random.Random()
+        self._decoding = PixelBudget(self.limits.max_image_pixels)  # full-size pixels decoded at once
 
     # --- reading ---------------------------------------------------------------------------------
     def get(self, caller: Caller, ref: str) -> Task:
@@ -125,13 +131,18 @@ class TaskService:
         return task
 
     def get_many(self, caller: Caller, refs: Sequence[str]) -> list[Task]:
-        """The caller's tasks among `refs`, in that order; unknown and foreign ones are left out."""
-        found = []
-        for ref in refs:
-            task = self._find(ref) if isinstance(ref, str) else None
-            if task is not None and task.owner == caller.owner:
-                found.append(task)
-        return found
+        """The caller's tasks among `refs`, in that order; unknown and foreign ones are left out. One
+        store round trip for them all, however many there are (up to MAX_LISTED_TASKS)."""
+        if len(refs) > MAX_LISTED_TASKS:
+            raise InvalidRequest(f"{len(refs)} ids in one request; at most {MAX_LISTED_TASKS}: split the list")
+        parsed = [parse_task_ref(ref) if isinstance(ref, str) else None for ref in refs]
+        found = self.store.get_tasks(
+            ids=[p.id for p in parsed if p and p.id], numbers=[p.number for p in parsed if p and p.number is not None]
+        )
+        by_id = {task.id: task for task in found}
+        by_number = {task.number: task for task in found}
+        tasks = [by_id.get(p.id or "") if p.number is None else by_number.get(p.number) for p in parsed if p]
+        return [task for task in tasks if task is not None and task.owner == caller.owner]
 
     def parent(self, task: Task) -> Task | None:
         """The task whose button made `task` (visible to whoever can see `task`)."""
@@ -175,8 +186,7 @@ class TaskService:
         client = self._client(client)
         self._check_queue(caller)
         task_id = self.ids.new()
-        sources = [*spec.image_urls, *image_urls]
-        keys = [self._store_image_prompt(task_id, i, url) for i, url in enumerate(sources)]
+        keys = self._store_image_prompts(task_id, [*spec.image_urls, *image_urls])
         task = self._new_task(
             caller,
             task_id=task_id,
@@ -391,8 +401,10 @@ class TaskService:
                     "transparent = keep) as a URL, a data URL or base64"
                 )
             data = self.fetcher.fetch(modal.mask, what=modal.mask_field)
-            image = decode_image(data, what=modal.mask_field, max_pixels=self.limits.max_image_pixels)
-            pixels = mask_from_image(image, (parent.result.width, parent.result.height), what=modal.mask_field)
+            with self._decoding.hold(image_pixels(data)):
+                image = decode_image(data, what=modal.mask_field, max_pixels=self.limits.max_image_pixels)
+                pixels = mask_from_image(image, (parent.result.width, parent.result.height), what=modal.mask_field)
+                del image  # its full-size pixels go before the budget is given back
             # a key of its own: a concurrent modal that loses the race deletes only its own mask
             mask_key = f"{task_id}/mask-{secrets.token_hex(6)}.png"
             self.images.put(mask_key, encode_png(mask_to_png_pixels(pixels)))
@@ -568,19 +580,34 @@ class TaskService:
             return self.store.get_task_by_number(parsed.number)
         return self.store.get_task(parsed.id or "")
 
-    def _store_image_prompt(self, task_id: str, index: int, source: str) -> str:
+    def _store_image_prompts(self, task_id: str, sources: Sequence[str]) -> list[str]:
+        """Fetch, decode (one full-size image at a time, process-wide) and store a task's image prompts,
+        shrunk to what an engine can use; on any failure none of them is left behind."""
+        if len(sources) > MAX_IMAGE_PROMPTS:
+            raise InvalidRequest(f"{len(sources)} image prompts; the limit is {MAX_IMAGE_PROMPTS}")
+        keys, total = [], 0
         try:
-            image = decode_image(
-                self.fetcher.fetch(source, what="image_urls"),
-                what=f"image_urls[{index}]",
-                max_pixels=self.limits.max_image_pixels,
-            )
-            key = f"{task_id}/input-{index}.png"
-            self.images.put(key, encode_png(to_rgb(image)))
+            for index, source in enumerate(sources):
+                what = f"image_urls[{index}]"
+                data = self.fetcher.fetch(source, what=what)
+                pixels = image_pixels(data)
+                total += pixels
+                if total > self.limits.max_request_pixels:
+                    raise TooLarge(
+                        f"the image prompts add up to over {self.limits.max_request_pixels / 1e6:.0f} megapixels, "
+                        "the limit for one request; send smaller images"
+                    )
+                with self._decoding.hold(pixels):
+                    image = decode_image(
+                        data, what=what, max_pixels=self.limits.max_image_pixels, max_side=IMAGE_PROMPT_SIDE
+                    )
+                key = f"{task_id}/input-{index}.png"
+                self.images.put(key, encode_png(to_rgb(image)))
+                keys.append(key)
         except BaseException:
             self.images.delete_task(task_id)
             raise
-        return key
+        return keys
 
     def _forget(self, key: str | None) -> None:
         if key:

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -14,6 +15,7 @@ from journeyd.api import apimart, images, mjproxy, mymidjourney
 from journeyd.api.auth import Authenticator
 from journeyd.api.errors import from_http
 from journeyd.api.limits import BodyLimit
+from journeyd.api.origins import HostGuard, HostPolicy
 from journeyd.domain.errors import JourneydError
 from journeyd.runtime import Runtime
 
@@ -72,6 +74,20 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
         BodyLimit,
         max_bytes=settings.max_request_bytes,
         read_timeout_s=settings.read_timeout_s,
+        render=render_for_path,
+        per_path=mjproxy.BODY_LIMITS,
+    )
+    if settings.cors_origin_list():
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list(),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "mj-api-secret", "Content-Type", "Idempotency-Key"],
+        )
+    app.add_middleware(  # outermost: an unknown Host or a keyless cross-origin page gets nothing else
+        HostGuard,
+        policy=HostPolicy(bind=settings.host, public_url=settings.public_url, allowed=settings.allowed_host_list()),
+        cors_origins=settings.cors_origin_list(),
         render=render_for_path,
     )
     return app

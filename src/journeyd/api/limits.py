@@ -20,9 +20,18 @@ BODYLESS = ("GET", "HEAD", "OPTIONS")
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, *, max_bytes: int, read_timeout_s: float, render: ErrorForPath) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int,
+        read_timeout_s: float,
+        render: ErrorForPath,
+        per_path: dict[str, int] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.per_path = per_path or {}  # endpoints whose bodies are small, refused beyond their own limit
         self.gap_s = read_timeout_s  # longest silence between two pieces of a body
         self.total_s = 4 * read_timeout_s  # and the most a whole body may take
         self.render = render
@@ -50,12 +59,13 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _read(self, scope: Scope, receive: Receive) -> bytes | None:
+        limit = self.per_path.get(scope["path"], self.max_bytes)
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None:
             if not length.isdigit():
                 raise InvalidRequest("Content-Length must be a whole number of bytes")
-            if int(length) > self.max_bytes:
-                raise self._too_large()
+            if int(length) > limit:
+                raise self._too_large(limit)
         chunks: list[bytes] = []
         size = 0
         with anyio.move_on_after(self.total_s) as total:
@@ -68,8 +78,8 @@ class BodyLimit:
                     return None
                 chunk = message.get("body", b"")
                 size += len(chunk)
-                if size > self.max_bytes:
-                    raise self._too_large()
+                if size > limit:
+                    raise self._too_large(limit)
                 chunks.append(chunk)
                 if not message.get("more_body", False):
                     return b"".join(chunks)
@@ -79,5 +89,7 @@ class BodyLimit:
             "send it again, whole"
         )
 
-    def _too_large(self) -> TooLarge:
-        return TooLarge(f"request body is over {self.max_bytes // (1024 * 1024)} MiB; send images as URLs or smaller")
+    def _too_large(self, limit: int) -> TooLarge:
+        if limit < self.max_bytes:
+            return TooLarge(f"request body is over {limit // 1024} KiB, this endpoint's limit")
+        return TooLarge(f"request body is over {limit // (1024 * 1024)} MiB; send images as URLs or smaller")

@@ -37,12 +37,13 @@ from journeyd.domain.lifecycle import MIDJOURNEY_STATUS, Action, Status
 from journeyd.domain.moderation import BannedPrompt
 from journeyd.domain.prompt import parse_prompt
 from journeyd.domain.task import ClientData, Hook, Task
-from journeyd.service import ModalInput, TaskService
+from journeyd.service import MAX_LISTED_TASKS, ModalInput, TaskService
 
 SPEED_PREFIXES = {"/mj": None, "/mj-fast/mj": "fast", "/mj-relax/mj": "relax", "/mj-turbo/mj": "turbo"}
 CHANGE_ACTIONS = {"UPSCALE": "upscale", "VARIATION": "variation", "REROLL": "reroll"}
 UNSUPPORTED = ("describe", "blend", "shorten", "edits", "retexture", "video", "upload-discord-images")
 WAITING_FOR_MODAL = "Waiting for window confirm"  # chatgpt-web-midjourney-proxy looks for "confirm"
+LIST_BODY_BYTES = 256 * 1024  # room for MAX_LISTED_TASKS ids: a bigger body is refused before it is parsed
 
 
 def _result(
@@ -74,7 +75,12 @@ def render_error(error: JourneydError) -> JsonResponse:
 router = APIRouter(route_class=dialect_route(render_error), tags=["midjourney-proxy"])
 
 
-def route(method: str, path: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+BODY_LIMITS: dict[str, int] = {}  # paths that take only small bodies, and their limit (see api/limits.py)
+
+
+def route(
+    method: str, path: str, *, max_body_bytes: int | None = None, **options: Any
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register an endpoint under /mj and under each speed prefix (only /mj is in the OpenAPI document)."""
 
     def register(endpoint: Callable[..., Any]) -> Callable[..., Any]:
@@ -82,6 +88,8 @@ def route(method: str, path: str, **options: Any) -> Callable[[Callable[..., Any
             router.add_api_route(
                 prefix + path, endpoint, methods=[method], include_in_schema=prefix == "/mj", **options
             )
+            if max_body_bytes is not None:
+                BODY_LIMITS[prefix + path] = max_body_bytes
         return endpoint
 
     return register
@@ -125,7 +133,7 @@ class MjModalBody(BaseModel):
 
 class MjIdsBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    ids: list[str | int] = Field(default_factory=list)
+    ids: list[str | int] = Field(default_factory=list, max_length=MAX_LISTED_TASKS)
 
 
 # --- presenting ----------------------------------------------------------------------------------
@@ -230,8 +238,13 @@ async def fetch(id: str, request: Request) -> JsonResponse:
     return JsonResponse(_view(_service(request).get(caller_of(request), id), request))
 
 
-@route("POST", "/task/list-by-condition", summary="Tasks by id (a bare array, only the caller's known ids)")
-async def list_by_condition(body: MjIdsBody, request: Request) -> JsonResponse:
+@route(
+    "POST",
+    "/task/list-by-condition",
+    summary=f"Tasks by id (a bare array, only the caller's known ids; at most {MAX_LISTED_TASKS} ids)",
+    max_body_bytes=LIST_BODY_BYTES,
+)
+def list_by_condition(body: MjIdsBody, request: Request) -> JsonResponse:
     tasks = _service(request).get_many(caller_of(request), [str(i) for i in body.ids])
     return JsonResponse([_view(task, request) for task in tasks])
 
@@ -240,12 +253,12 @@ route("POST", "/task/list-by-ids", summary="Alias of list-by-condition")(list_by
 
 
 @route("GET", "/task/list", summary="The caller's latest 100 tasks, newest first")
-async def task_list(request: Request) -> JsonResponse:
+def task_list(request: Request) -> JsonResponse:
     return JsonResponse([_view(task, request) for task in _service(request).recent(caller_of(request))])
 
 
 @route("GET", "/task/queue", summary="The caller's queued and running tasks, in the order they run")
-async def task_queue(request: Request) -> JsonResponse:
+def task_queue(request: Request) -> JsonResponse:
     return JsonResponse([_view(task, request) for task in _service(request).queue(caller_of(request))])
 
 

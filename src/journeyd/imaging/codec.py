@@ -17,10 +17,26 @@ from journeyd.domain.errors import TooLarge, Unprocessable
 FORMATS = ("PNG", "WEBP", "JPEG")
 MAX_PIXELS = 40_000_000
 PNG_COMPRESS_LEVEL = 3  # lossless either way; 3 is ~3x faster than the default 6 for ~10% more bytes
+# Pillow allocates pixels in blocks (16 MB by default). Blocks over glibc's largest mmap threshold
+# (32 MB) are mapped and unmapped, so the memory of a big decode goes back to the system at once
+# instead of staying in whichever thread's heap decoded it: measured, six concurrent 40 MP image prompts
+# took the server's peak RSS 520 MB up with 16 MB blocks, 367 MB with 64 MB ones.
+Image.core.set_block_size(64 * 1024 * 1024)
 
 
-def decode_image(data: bytes, *, what: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Open and fully decode an image, or raise a 413/422 that names `what`."""
+def image_pixels(data: bytes) -> int:
+    """Width x height from the header alone (0 when it is not an image: decoding will say why)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except Exception:
+        return 0
+    return width * height
+
+
+def decode_image(data: bytes, *, what: str, max_pixels: int = MAX_PIXELS, max_side: int | None = None) -> Image.Image:
+    """Open and fully decode an image, or raise a 413/422 that names `what`. With `max_side`, the
+    image comes back shrunk to fit it (a JPEG is decoded at a fraction of its size to begin with)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -34,6 +50,8 @@ def decode_image(data: bytes, *, what: str, max_pixels: int = MAX_PIXELS) -> Ima
                 )
             if image_format not in FORMATS:
                 raise Unprocessable(f"{what} is a {image_format} image; send PNG, WebP or JPEG")
+            if max_side is not None and max(width, height) > max_side:
+                image.thumbnail((max_side, max_side))  # draft-decodes a JPEG, then reduces
             image.load()
     except (TooLarge, Unprocessable):
         raise

@@ -91,6 +91,9 @@ class TaskStore(Protocol):
 
     def get_task_by_number(self, number: int) -> Task | None: ...
 
+    def get_tasks(self, *, ids: Sequence[str] = (), numbers: Sequence[int] = ()) -> list[Task]:
+        """The tasks with these ids or numeric ids, in any order; unknown ones are left out."""
+
     def list_tasks(self, owner: str | None, *, statuses: Sequence[Status] = (), limit: int = 100) -> list[Task]:
         """The owner's newest tasks first; with `statuses`, in the order they will run."""
 

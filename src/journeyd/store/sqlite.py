@@ -252,6 +252,7 @@ def _in(statuses: frozenset[Status]) -> str:
 
 
 _WAITING = sources_of(Status.CANCELLED) - {Status.IN_PROGRESS}  # cancelled at once; running ones are asked to stop
+_IN_BATCH = 500  # values bound in one IN (...) list
 _QUEUED_COUNT = "SELECT COUNT(*) FROM tasks WHERE owner IS ? AND status IN ('submitted', 'in_progress')"
 # Takes the key, or takes it over from a submit whose key lifetime is over; no row changed = a live twin has it.
 _KEEP_IDEMPOTENCY_KEY = (
@@ -471,6 +472,19 @@ class SqliteStore:
     def get_task_by_number(self, number: int) -> Task | None:
         row = self._conn().execute("SELECT id FROM tasks WHERE number = ?", (number,)).fetchone()
         return self.get_task(row["id"]) if row else None
+
+    def get_tasks(self, *, ids: Sequence[str] = (), numbers: Sequence[int] = ()) -> list[Task]:
+        found = [task for task_id in ids if (task := self._finished.get(task_id)) is not None]
+        cached = {task.id for task in found}
+        conn = self._conn()
+        for column, values in (("id", [i for i in ids if i not in cached]), ("number", list(numbers))):
+            for start in range(0, len(values), _IN_BATCH):
+                batch = values[start : start + _IN_BATCH]
+                rows = conn.execute(
+                    f"SELECT {_TASK_COLUMNS} FROM tasks WHERE {column} IN ({', '.join('?' * len(batch))})", batch
+                )
+                found.extend(_task_from_row(row) for row in rows)
+        return found
 
     def list_tasks(self, owner: str | None, *, statuses: Sequence[Status] = (), limit: int = 100) -> list[Task]:
         """The owner's newest tasks first; with `statuses`, in the order they will run."""
