@@ -12,11 +12,13 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.convertors import StringConvertor, register_url_convertor
 
 from journeyd.api.auth import caller_of, current_caller
 from journeyd.api.errors import JsonResponse, dialect_route
 from journeyd.api.fields import Metadata
 from journeyd.api.idempotency import IDEMPOTENT
+from journeyd.api.openapi import EXAMPLE_MASK, READ, SUBMIT, documented, link
 from journeyd.api.urls import image_base
 from journeyd.domain.buttons import Button
 from journeyd.domain.errors import InvalidRequest, JourneydError
@@ -37,12 +39,26 @@ UNIFIED_STATUS = {
 }
 
 
+class TaskIdConvertor(StringConvertor):
+    """A task id in `/v1/midjourney/{task_id}`: anything but "generations", so that path is the submit
+    endpoint's alone (a GET or PUT there is a 405 that names POST, not a search for a task)."""
+
+    regex = "(?!generations$)[^/]+"
+
+
+register_url_convertor("task_id", TaskIdConvertor())
+
+
 def render_error(error: JourneydError) -> JsonResponse:
     body = {"code": error.status, "error": {"message": error.message, "type": error.kind, **error.details}}
     return JsonResponse(body, status_code=error.status)
 
 
-router = APIRouter(route_class=dialect_route(render_error), tags=["apimart"])
+router = APIRouter(
+    route_class=dialect_route(render_error),
+    tags=["apimart"],
+    generate_unique_id_function=lambda route: f"apimart_{route.name}",
+)
 CallerDep = Annotated[Caller, Depends(current_caller)]
 
 
@@ -90,6 +106,131 @@ class ModalBody(_Body):
     prompt: str | None = Field(None, description="Prompt for the region; empty uses the parent's prompt")
     mask_url: str | None = Field(
         None, description="URL, data URL or base64; white = repaint, black or transparent = keep"
+    )
+
+
+# --- responses -----------------------------------------------------------------------------------
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorDetail(_Answer):
+    message: str = Field(..., description="What went wrong, for a person to act on")
+    type: str = Field(..., description="invalid_request, unauthorized, insufficient_credits, not_found, ...")
+    price: int | None = Field(None, description="402: what the request costs")
+    balance: int | None = Field(None, description="402: what the key has")
+    price_key: str | None = Field(None, description="402: the price table entry that applied")
+    limit_bytes: int | None = Field(None, description="413: the size limit")
+    banned_word: str | None = Field(None, description="400: the banned word the prompt contains")
+    address: str | None = Field(None, description="422: the private address a URL resolved to")
+    status: int | None = Field(None, description="422: the HTTP status a fetched URL answered")
+
+
+class ApimartError(_Answer):
+    code: int = Field(..., description="The HTTP status again")
+    error: ErrorDetail
+
+
+class Submitted(_Answer):
+    status: Literal["submitted", "modal"] = Field(..., description="modal: waiting for POST .../modal")
+    task_id: str = Field(..., description="task_<ULID>")
+
+
+class SubmitAnswer(_Answer):
+    code: Literal[200]
+    data: list[Submitted] = Field(..., min_length=1, max_length=1)
+
+
+class ButtonView(_Answer):
+    customId: str
+    label: str
+
+
+class TaskProperties(_Answer):
+    finalPrompt: str = Field(..., description="The prompt as the engine reads it, overrides applied")
+    engine: str | None
+    seed: int
+    width: int | None
+    height: int | None
+
+
+class TaskView(_Answer):
+    id: str
+    status: Literal["SUBMITTED", "IN_PROGRESS", "SUCCESS", "FAILURE", "MODAL", "CANCEL"]
+    action: str = Field(..., description="IMAGINE, UPSCALE, VARIATION, REROLL, INPAINT, ZOOM, PAN, ...")
+    progress: str = Field(..., description='"45%"')
+    prompt: str
+    grid_image_url: str | None
+    image_urls: list[str]
+    preview_url: str | None = Field(..., description="While it runs: the latest step preview")
+    buttons: list[ButtonView]
+    fail_reason: str | None
+    metadata: Any
+    speed: Speed
+    parent_task_id: str | None
+    submit_time: int = Field(..., description="Milliseconds since the epoch")
+    start_time: int | None
+    finish_time: int | None
+    properties: TaskProperties
+
+
+class UnifiedImage(_Answer):
+    url: list[str]
+    expires_at: None
+
+
+class UnifiedResult(_Answer):
+    images: list[UnifiedImage]
+
+
+class UnifiedError(_Answer):
+    message: str
+    type: str
+
+
+class UnifiedTask(_Answer):
+    id: str
+    status: Literal["pending", "processing", "completed", "failed", "cancelled"]
+    progress: int = Field(..., ge=0, le=100)
+    created: int = Field(..., description="Seconds since the epoch")
+    estimated_time: int
+    result: UnifiedResult | None = None
+    completed: int | None = None
+    actual_time: int | None = None
+    error: UnifiedError | None = None
+
+
+class UnifiedAnswer(_Answer):
+    code: Literal[200]
+    data: UnifiedTask
+
+
+NEW_TASK = "$response.body#/data/0/task_id"
+TASK_ID_LINKS = {  # what a client does next with the task a submit made
+    "fetch": link("apimart_fetch", "Poll the new task", task_id=NEW_TASK),
+    "fetch_unified": link("apimart_fetch_unified", "Poll it in the unified shape", task_id=NEW_TASK),
+    "upscale": link("apimart_upscale", "U1 on a grid", body_task_id=NEW_TASK, body_index=1),
+    "variation": link("apimart_variation", "V2 on a grid", body_task_id=NEW_TASK, body_index=2),
+    "zoom": link("apimart_zoom", "Zoom Out 2x an upscaled image", body_task_id=NEW_TASK, body_zoom_ratio=2),
+    "pan": link("apimart_pan", "Pan an upscaled image left", body_task_id=NEW_TASK, body_direction="left"),
+    "inpaint": link("apimart_inpaint", "Vary (Region) on an upscaled image", body_task_id=NEW_TASK),
+    "modal": link(
+        "apimart_modal",
+        "The mask and prompt for a task waiting in MODAL",
+        body_task_id=NEW_TASK,
+        body_prompt="a small boat",
+        body_mask_url=EXAMPLE_MASK,
+    ),
+}
+
+
+def _submit_route(path: str, summary: str, **options: Any) -> Any:
+    return router.post(
+        path,
+        summary=summary,
+        dependencies=IDEMPOTENT,
+        responses=documented(SubmitAnswer, ApimartError, SUBMIT, links=TASK_ID_LINKS),
+        **options,
     )
 
 
@@ -176,20 +317,30 @@ TASK_ID = {
 }
 
 
-@router.get("/v1/midjourney/{task_id}", summary="A task in Midjourney's shape, with buttons", openapi_extra=TASK_ID)
+@router.get(
+    "/v1/midjourney/{task_id:task_id}",
+    summary="A task in Midjourney's shape, with buttons",
+    openapi_extra=TASK_ID,
+    responses=documented(TaskView, ApimartError, READ),
+)
 async def fetch(request: Request) -> JsonResponse:
     task = _service(request).get(caller_of(request), request.path_params["task_id"])
     return JsonResponse(task_view(task, request))
 
 
-@router.get("/v1/tasks/{task_id}", summary="A task in apimart's unified shape", openapi_extra=TASK_ID)
+@router.get(
+    "/v1/tasks/{task_id}",
+    summary="A task in apimart's unified shape",
+    openapi_extra=TASK_ID,
+    responses=documented(UnifiedAnswer, ApimartError, READ),
+)
 async def fetch_unified(request: Request) -> JsonResponse:
     task = _service(request).get(caller_of(request), request.path_params["task_id"])
     return JsonResponse({"code": 200, "data": unified_view(task, request)})
 
 
-@router.post("/v1/midjourney/generations", summary="Imagine: a grid of four images", dependencies=IDEMPOTENT)
-@router.post("/v1/midjourney/generations/imagine", summary="Imagine (alias)", dependencies=IDEMPOTENT)
+@_submit_route("/v1/midjourney/generations", "Imagine: a grid of four images")
+@_submit_route("/v1/midjourney/generations/imagine", "Imagine (alias)", name="imagine_alias")
 def imagine(body: ImagineBody, request: Request, caller: CallerDep) -> JsonResponse:
     overrides = {
         "aspect": body.size,
@@ -234,59 +385,49 @@ def _press(name: str, body: ActionBody, request: Request, caller: Caller, **extr
     return submitted(task)
 
 
-@router.post("/v1/midjourney/generations/upscale", summary="U1-U4: one image of a grid", dependencies=IDEMPOTENT)
+@_submit_route("/v1/midjourney/generations/upscale", "U1-U4: one image of a grid")
 def upscale(body: ActionBody, request: Request, caller: CallerDep) -> JsonResponse:
     return _press("upscale", body, request, caller)
 
 
-@router.post(
-    "/v1/midjourney/generations/variation", summary="V1-V4: variations of one image of a grid", dependencies=IDEMPOTENT
-)
+@_submit_route("/v1/midjourney/generations/variation", "V1-V4: variations of one image of a grid")
 def variation(body: ActionBody, request: Request, caller: CallerDep) -> JsonResponse:
     return _press("variation", body, request, caller)
 
 
-@router.post("/v1/midjourney/generations/high-variation", summary="Vary (Strong)", dependencies=IDEMPOTENT)
+@_submit_route("/v1/midjourney/generations/high-variation", "Vary (Strong)")
 def high_variation(body: ActionBody, request: Request, caller: CallerDep) -> JsonResponse:
     return _press("high-variation", body, request, caller)
 
 
-@router.post("/v1/midjourney/generations/low-variation", summary="Vary (Subtle)", dependencies=IDEMPOTENT)
+@_submit_route("/v1/midjourney/generations/low-variation", "Vary (Subtle)")
 def low_variation(body: ActionBody, request: Request, caller: CallerDep) -> JsonResponse:
     return _press("low-variation", body, request, caller)
 
 
-@router.post("/v1/midjourney/generations/reroll", summary="🔄 Reroll a grid", dependencies=IDEMPOTENT)
+@_submit_route("/v1/midjourney/generations/reroll", "🔄 Reroll a grid")
 def reroll(body: ActionBody, request: Request, caller: CallerDep) -> JsonResponse:
     return _press("reroll", body, request, caller)
 
 
-@router.post(
-    "/v1/midjourney/generations/zoom", summary="Zoom Out 2x / 1.5x of an upscaled image", dependencies=IDEMPOTENT
-)
+@_submit_route("/v1/midjourney/generations/zoom", "Zoom Out 2x / 1.5x of an upscaled image")
 def zoom(body: ZoomBody, request: Request, caller: CallerDep) -> JsonResponse:
     return _press("zoom", body, request, caller, zoom_ratio=body.zoom_ratio)
 
 
-@router.post("/v1/midjourney/generations/pan", summary="Pan an upscaled image", dependencies=IDEMPOTENT)
+@_submit_route("/v1/midjourney/generations/pan", "Pan an upscaled image")
 def pan(body: PanBody, request: Request, caller: CallerDep) -> JsonResponse:
     if not body.custom_id and not body.direction:
         raise InvalidRequest("pan needs direction (left, right, up or down) or a pan custom_id")
     return _press("pan", body, request, caller, direction=body.direction)
 
 
-@router.post(
-    "/v1/midjourney/generations/inpaint",
-    summary="Vary (Region): the task waits in MODAL for a mask",
-    dependencies=IDEMPOTENT,
-)
+@_submit_route("/v1/midjourney/generations/inpaint", "Vary (Region): the task waits in MODAL for a mask")
 def inpaint(body: ActionBody, request: Request, caller: CallerDep) -> JsonResponse:
     return _press("inpaint", body, request, caller)
 
 
-@router.post(
-    "/v1/midjourney/generations/modal", summary="Finish a MODAL task with a mask and prompt", dependencies=IDEMPOTENT
-)
+@_submit_route("/v1/midjourney/generations/modal", "Finish a MODAL task with a mask and prompt")
 def modal(body: ModalBody, request: Request, caller: CallerDep) -> JsonResponse:
     task = _service(request).modal(caller, body.task_id, ModalInput(body.prompt, body.mask_url))
     return submitted(task)

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -15,9 +16,21 @@ from journeyd.api import apimart, images, mjproxy, mymidjourney
 from journeyd.api.auth import Authenticator
 from journeyd.api.errors import from_http
 from journeyd.api.limits import BodyLimit
+from journeyd.api.openapi import STATUS_MEANINGS, finish
 from journeyd.api.origins import HostGuard, HostPolicy
 from journeyd.domain.errors import JourneydError
 from journeyd.runtime import Runtime
+
+
+class Health(BaseModel):
+    ok: bool
+    engine: str
+
+
+HEALTH_ERRORS: dict[int | str, dict[str, object]] = {
+    400: {"model": apimart.ApimartError, "description": STATUS_MEANINGS[400]}
+}
+PUBLIC_PATHS = ("/images/", "/healthz")  # answered without a key
 
 
 def render_for_path(path: str, error: JourneydError) -> Response:
@@ -59,9 +72,17 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
         # into every request (measured: ~10% of a poll's cost).
         app.router.routes.extend(router.routes)
 
-    @app.get("/healthz", tags=["health"])
-    def healthz() -> dict[str, object]:
-        return {"ok": True, "engine": runtime.engine.name}
+    @app.get(
+        "/healthz",
+        tags=["health"],
+        summary="Liveness: the process answers",
+        operation_id="healthz",
+        responses=HEALTH_ERRORS,
+    )
+    def healthz() -> Health:
+        return Health(ok=True, engine=runtime.engine.name)
+
+    finish(app, public=PUBLIC_PATHS)
 
     @app.exception_handler(HTTPException)
     async def refused(request: Request, error: HTTPException) -> Response:

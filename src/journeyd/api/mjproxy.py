@@ -19,12 +19,13 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from journeyd.api.auth import caller_of
 from journeyd.api.errors import JsonResponse, dialect_route
 from journeyd.api.fields import ClientText, HookUrl
 from journeyd.api.idempotency import IDEMPOTENT
+from journeyd.api.openapi import CHANGE, EXAMPLE_MASK, LIST, READ, SUBMIT, documented, link
 from journeyd.api.urls import image_base
 from journeyd.domain.errors import (
     InternalError,
@@ -72,7 +73,11 @@ def render_error(error: JourneydError) -> JsonResponse:
     return _result(4, error.message, status=error.status, **error.details)
 
 
-router = APIRouter(route_class=dialect_route(render_error), tags=["midjourney-proxy"])
+router = APIRouter(
+    route_class=dialect_route(render_error),
+    tags=["midjourney-proxy"],
+    generate_unique_id_function=lambda route: f"mj_{route.name}",
+)
 
 
 BODY_LIMITS: dict[str, int] = {}  # paths that take only small bodies, and their limit (see api/limits.py)
@@ -133,7 +138,96 @@ class MjModalBody(BaseModel):
 
 class MjIdsBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    ids: list[str | int] = Field(default_factory=list, max_length=MAX_LISTED_TASKS)
+    ids: list[StrictStr | StrictInt] = Field(default_factory=list, max_length=MAX_LISTED_TASKS)
+
+
+# --- responses -----------------------------------------------------------------------------------
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SubmitResult(_Answer):
+    """Every answer that is not a task: submits, cancel, image-seed, and errors (with their 4xx)."""
+
+    code: int = Field(
+        ...,
+        description="1 submitted, 21 waiting for a modal, 22 queued, 23 queue full, 24 banned prompt, "
+        "3 unknown task, 4 a request journeyd cannot take, 9 journeyd's own failure",
+    )
+    description: str
+    result: str | None = Field(..., description="The task id, or the seed for image-seed")
+    properties: dict[str, Any] = Field(..., description="finalPrompt, numberOfQueues, bannedWord, price, ...")
+
+
+class MjButton(_Answer):
+    customId: str
+    emoji: str
+    label: str
+    type: int
+    style: int
+
+
+class MjUrl(_Answer):
+    url: str
+
+
+class MjTaskProperties(_Answer):
+    finalPrompt: str
+    finalZhPrompt: str
+    notifyHook: str
+    engine: str
+
+
+class MjTask(_Answer):
+    id: str = Field(..., description="The numeric task id")
+    action: str
+    customId: str
+    botType: Literal["MID_JOURNEY", "NIJI_JOURNEY"]
+    prompt: str
+    promptEn: str
+    description: str
+    state: str
+    submitTime: int
+    startTime: int
+    finishTime: int
+    imageUrl: str
+    imageUrls: list[MjUrl]
+    videoUrl: str
+    videoUrls: list[MjUrl]
+    status: Literal["SUBMITTED", "IN_PROGRESS", "SUCCESS", "FAILURE", "MODAL", "CANCEL"]
+    progress: str = Field(..., description='"45%"; "100%" once the task ended')
+    failReason: str
+    buttons: list[MjButton]
+    maskBase64: str
+    seed: str
+    mode: Literal["RELAX", "FAST", "TURBO"]
+    parentId: str
+    width: int
+    height: int
+    properties: MjTaskProperties
+
+
+NEW_TASK = "$response.body#/result"
+TASK_LINKS = {  # what a client does next with the task a submit made
+    "fetch": link("mj_fetch", "Poll the new task", id=NEW_TASK),
+    "cancel": link("mj_cancel", "Cancel it", id=NEW_TASK),
+    "change": link("mj_change", "U1 on it", body_taskId=NEW_TASK, body_action="UPSCALE", body_index=1),
+    "modal": link(
+        "mj_modal",
+        "The mask for a task waiting for a modal (code 21)",
+        body_taskId=NEW_TASK,
+        body_prompt="a small boat",
+        body_maskBase64=EXAMPLE_MASK,
+    ),
+}
+BUTTON_LINKS = {
+    "action": link(
+        "mj_action",
+        "Press its first button",
+        body_taskId="$response.body#/id",
+        body_customId="$response.body#/buttons/0/customId",
+    ),
+}
 
 
 # --- presenting ----------------------------------------------------------------------------------
@@ -233,7 +327,9 @@ def _submitted(task: Task, request: Request) -> JsonResponse:
 
 
 # --- routes: tasks -----------------------------------------------------------------------------------
-@route("GET", "/task/{id}/fetch", summary="A task")
+@route(
+    "GET", "/task/{id}/fetch", summary="A task", responses=documented(MjTask, SubmitResult, READ, links=BUTTON_LINKS)
+)
 async def fetch(id: str, request: Request) -> JsonResponse:
     return JsonResponse(_view(_service(request).get(caller_of(request), id), request))
 
@@ -243,41 +339,73 @@ async def fetch(id: str, request: Request) -> JsonResponse:
     "/task/list-by-condition",
     summary=f"Tasks by id (a bare array, only the caller's known ids; at most {MAX_LISTED_TASKS} ids)",
     max_body_bytes=LIST_BODY_BYTES,
+    responses=documented(list[MjTask], SubmitResult, (*LIST, 413)),
 )
 def list_by_condition(body: MjIdsBody, request: Request) -> JsonResponse:
     tasks = _service(request).get_many(caller_of(request), [str(i) for i in body.ids])
     return JsonResponse([_view(task, request) for task in tasks])
 
 
-route("POST", "/task/list-by-ids", summary="Alias of list-by-condition")(list_by_condition)
+route(
+    "POST",
+    "/task/list-by-ids",
+    summary="Alias of list-by-condition",
+    max_body_bytes=LIST_BODY_BYTES,
+    name="list_by_ids",
+    responses=documented(list[MjTask], SubmitResult, (*LIST, 413)),
+)(list_by_condition)
 
 
-@route("GET", "/task/list", summary="The caller's latest 100 tasks, newest first")
+@route(
+    "GET",
+    "/task/list",
+    summary="The caller's latest 100 tasks, newest first",
+    responses=documented(list[MjTask], SubmitResult, LIST),
+)
 def task_list(request: Request) -> JsonResponse:
     return JsonResponse([_view(task, request) for task in _service(request).recent(caller_of(request))])
 
 
-@route("GET", "/task/queue", summary="The caller's queued and running tasks, in the order they run")
+@route(
+    "GET",
+    "/task/queue",
+    summary="The caller's queued and running tasks, in the order they run",
+    responses=documented(list[MjTask], SubmitResult, LIST),
+)
 def task_queue(request: Request) -> JsonResponse:
     return JsonResponse([_view(task, request) for task in _service(request).queue(caller_of(request))])
 
 
 @route(
-    "POST", "/task/{id}/cancel", summary="Cancel a task: queued and MODAL tasks at once, running ones at the next step"
+    "POST",
+    "/task/{id}/cancel",
+    summary="Cancel a task: queued and MODAL tasks at once, running ones at the next step",
+    responses=documented(SubmitResult, SubmitResult, CHANGE),
 )
 def cancel(id: str, request: Request) -> JsonResponse:
     task = _service(request).cancel(caller_of(request), id)
     return _result(1, "Cancelled" if task.status is Status.CANCELLED else "Cancelling", str(task.number))
 
 
-@route("GET", "/task/{id}/image-seed", summary="The seed of a task's images")
+@route(
+    "GET",
+    "/task/{id}/image-seed",
+    summary="The seed of a task's images",
+    responses=documented(SubmitResult, SubmitResult, READ),
+)
 async def image_seed(id: str, request: Request) -> JsonResponse:
     task = _service(request).get(caller_of(request), id)
     return _result(1, "success", str(task.seed))
 
 
 # --- routes: submit --------------------------------------------------------------------------------
-@route("POST", "/submit/imagine", summary="Imagine", dependencies=IDEMPOTENT)
+SUBMITS: dict[str, Any] = {
+    "dependencies": IDEMPOTENT,
+    "responses": documented(SubmitResult, SubmitResult, SUBMIT, links=TASK_LINKS),
+}
+
+
+@route("POST", "/submit/imagine", summary="Imagine", **SUBMITS)
 def imagine(body: MjImagineBody, request: Request) -> JsonResponse:
     overrides: dict[str, Any] = {"speed": _speed(request, body.accountFilter)}
     if body.botType == "NIJI_JOURNEY":
@@ -294,7 +422,7 @@ def imagine(body: MjImagineBody, request: Request) -> JsonResponse:
     "POST",
     "/submit/action",
     summary="Press a button (customId); Vary (Region) and Custom Zoom answer 21",
-    dependencies=IDEMPOTENT,
+    **SUBMITS,
 )
 def action(body: MjActionBody, request: Request) -> JsonResponse:
     task = _service(request).press(
@@ -303,7 +431,7 @@ def action(body: MjActionBody, request: Request) -> JsonResponse:
     return _submitted(task, request)
 
 
-@route("POST", "/submit/change", summary="U1-U4, V1-V4 or reroll by action and index", dependencies=IDEMPOTENT)
+@route("POST", "/submit/change", summary="U1-U4, V1-V4 or reroll by action and index", **SUBMITS)
 def change(body: MjChangeBody, request: Request) -> JsonResponse:
     if body.action != "REROLL" and not body.index:
         raise InvalidRequest("index is required (1-4) for UPSCALE and VARIATION")
@@ -318,7 +446,7 @@ def change(body: MjChangeBody, request: Request) -> JsonResponse:
     return _submitted(task, request)
 
 
-@route("POST", "/submit/simple-change", summary='"<taskId> U2" style changes', dependencies=IDEMPOTENT)
+@route("POST", "/submit/simple-change", summary='"<taskId> U2" style changes', **SUBMITS)
 def simple_change(body: MjSimpleChangeBody, request: Request) -> JsonResponse:
     parts = body.content.split()
     if len(parts) != 2 or not (
@@ -342,7 +470,7 @@ def simple_change(body: MjSimpleChangeBody, request: Request) -> JsonResponse:
     "POST",
     "/submit/modal",
     summary="Finish a task waiting for a modal (mask and/or prompt); same task id",
-    dependencies=IDEMPOTENT,
+    **SUBMITS,
 )
 def modal(body: MjModalBody, request: Request) -> JsonResponse:
     task = _service(request).modal(
@@ -358,4 +486,10 @@ def _unsupported(request: Request) -> JsonResponse:
 
 
 for _name in UNSUPPORTED:
-    route("POST", f"/submit/{_name}", summary=f"{_name}: not supported yet (code 4)")(_unsupported)
+    route(
+        "POST",
+        f"/submit/{_name}",
+        summary=f"{_name}: not supported yet (code 4)",
+        name=f"submit_{_name.replace('-', '_')}",
+        responses=documented(None, SubmitResult, LIST),
+    )(_unsupported)

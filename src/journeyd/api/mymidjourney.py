@@ -9,7 +9,7 @@ with the HTTP status of the problem.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,6 +18,7 @@ from journeyd.api.auth import caller_of
 from journeyd.api.errors import JsonResponse, dialect_route
 from journeyd.api.fields import ClientText, HookUrl
 from journeyd.api.idempotency import IDEMPOTENT
+from journeyd.api.openapi import READ, SUBMIT, documented, link
 from journeyd.api.urls import image_base
 from journeyd.domain.buttons import CANCEL_LABEL, LABELS, Kind, custom_id_for_label, format_custom_id
 from journeyd.domain.errors import InvalidRequest, JourneydError
@@ -41,7 +42,11 @@ def render_error(error: JourneydError) -> JsonResponse:
     return JsonResponse({"success": False, "error": error.message}, status_code=error.status)
 
 
-router = APIRouter(route_class=dialect_route(render_error), tags=["mymidjourney"])
+router = APIRouter(
+    route_class=dialect_route(render_error),
+    tags=["mymidjourney"],
+    generate_unique_id_function=lambda route: f"mymidjourney_{route.name}",
+)
 
 
 class _Body(BaseModel):
@@ -61,6 +66,46 @@ class MmjButtonBody(_Body):
     prompt: str | None = Field(None, description="Vary (Region) prompt, or a Remix prompt")
     ref: ClientText | None = None
     webhookOverride: HookUrl | None = None
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MessageError(_Answer):
+    success: Literal[False]
+    error: str
+
+
+class Accepted(_Answer):
+    success: Literal[True]
+    messageId: str
+    createdAt: str = Field(..., description="ISO 8601, UTC")
+
+
+class Message(_Answer):
+    messageId: str
+    prompt: str
+    uri: str | None = Field(..., description="The grid or image; while it runs, the latest step preview")
+    images: list[str]
+    progress: int = Field(..., ge=0, le=100)
+    status: Literal["QUEUED", "PROCESSING", "DONE", "FAIL"]
+    createdAt: str
+    updatedAt: str
+    buttons: list[str] = Field(..., description="Labels to press with POST /button")
+    originatingMessageId: str | None
+    ref: str
+    error: str | None = Field(None, description="Why it failed")
+
+
+MESSAGE_LINKS = {
+    "message": link("mymidjourney_message", "Poll the new message", messageId="$response.body#/messageId"),
+    "button": link("mymidjourney_button", "U1 on it", body_messageId="$response.body#/messageId", body_button="U1"),
+}
+SUBMITS: dict[str, Any] = {
+    "dependencies": IDEMPOTENT,
+    "responses": documented(Accepted, MessageError, SUBMIT, links=MESSAGE_LINKS),
+}
 
 
 def _iso(ms: int) -> str:
@@ -100,19 +145,23 @@ def _service(request: Request) -> TaskService:
     return request.app.state.service
 
 
-@router.get("/api/v1/midjourney/message/{messageId}", summary="A message: status, progress, image, buttons")
+@router.get(
+    "/api/v1/midjourney/message/{messageId}",
+    summary="A message: status, progress, image, buttons",
+    responses=documented(Message, MessageError, READ),
+)
 async def message(messageId: str, request: Request) -> JsonResponse:
     task = _service(request).get(caller_of(request), messageId)
     return JsonResponse(message_json(task, image_base(request)))
 
 
-@router.post("/api/v1/midjourney/imagine", summary="Imagine: a grid of four images", dependencies=IDEMPOTENT)
+@router.post("/api/v1/midjourney/imagine", summary="Imagine: a grid of four images", **SUBMITS)
 def imagine(body: MmjImagineBody, request: Request) -> JsonResponse:
     task = _service(request).imagine(caller_of(request), body.prompt, client=_client(body.ref, body.webhookOverride))
     return accepted(task)
 
 
-@router.post("/api/v1/midjourney/button", summary="Press a button of a message", dependencies=IDEMPOTENT)
+@router.post("/api/v1/midjourney/button", summary="Press a button of a message", **SUBMITS)
 def button(body: MmjButtonBody, request: Request) -> JsonResponse:
     service, caller = _service(request), caller_of(request)
     parent = service.get(caller, body.messageId)
