@@ -24,6 +24,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
     for name in (
         "data_dir",
+        "durability",
         "host",
         "port",
         "engine",
@@ -53,7 +54,7 @@ def serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = SqliteStore(settings.database_path)
+    store = SqliteStore(settings.database_path, durable=settings.durable)
     keys = store.count_keys()
     store.close()
     if not keys and not is_loopback(settings.host) and not settings.insecure:
@@ -82,7 +83,7 @@ def serve(args: argparse.Namespace) -> int:
 def keys_create(args: argparse.Namespace) -> int:
     settings = _settings(args)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = SqliteStore(settings.database_path)
+    store = SqliteStore(settings.database_path, durable=settings.durable)
     secret = new_secret()
     key = ApiKey(
         id=IdGenerator(SystemClock().now_ms).new(),
@@ -100,7 +101,7 @@ def keys_create(args: argparse.Namespace) -> int:
 
 def keys_list(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    store = SqliteStore(settings.database_path)
+    store = SqliteStore(settings.database_path, durable=settings.durable)
     for key in store.list_keys():
         _print_key(key)
     store.close()
@@ -122,7 +123,8 @@ def keys_credit(args: argparse.Namespace) -> int:
 
 def _change_key(args: argparse.Namespace, change: Callable[[SqliteStore, int], ApiKey | None]) -> int:
     """Apply `change` to the key named on the command line (a running server sees it at its next request)."""
-    store = SqliteStore(_settings(args).database_path)
+    settings = _settings(args)
+    store = SqliteStore(settings.database_path, durable=settings.durable)
     try:
         key = change(store, SystemClock().now_ms())
     finally:
@@ -242,6 +244,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     serve_parser = commands.add_parser("serve", help="run the API server")
     common(serve_parser)
+    serve_parser.add_argument(
+        "--durability",
+        choices=("full", "fast"),
+        help="full (default): what is acknowledged survives a power cut; fast: only the process dying",
+    )
     serve_parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve_parser.add_argument("--port", type=int, help="port (default 8080)")
     serve_parser.add_argument("--engine", help="classic (default, CPU, no weights) or diffusers")

@@ -17,6 +17,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="JOURNEYD_", extra="ignore")
 
     data_dir: Path = Field(Path("./journeyd-data"), description="SQLite database and images live here")
+    durability: Literal["full", "fast"] = Field(
+        "full",
+        description="full: every acknowledged write is on the disk (synchronous=FULL, images fsynced); "
+        "fast: survives the process dying, not a power cut",
+    )
     host: str = "127.0.0.1"
     port: int = 8080
     public_url: str | None = Field(None, description="Base URL clients reach us at; image URLs start with it")
@@ -67,6 +72,10 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, gt=0)
     max_output_pixels: int = Field(16_777_216, gt=0, description="Zoom and pan canvases are scaled to fit")
     max_request_bytes: int = Field(32 * 1024 * 1024, gt=0)
+
+    @property
+    def durable(self) -> bool:
+        return self.durability == "full"
 
     @property
     def database_path(self) -> Path:

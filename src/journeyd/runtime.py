@@ -150,8 +150,8 @@ def build_runtime(
 ) -> Runtime:
     clock = clock or SystemClock()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = SqliteStore(settings.database_path)
-    images = LocalImageStore(settings.images_dir)
+    store = SqliteStore(settings.database_path, durable=settings.durable)
+    images = LocalImageStore(settings.images_dir, durable=settings.durable)
     engines = _engines(settings, engine)
     fetcher = SafeFetcher(
         allow_private=settings.allow_private_urls,

@@ -127,7 +127,7 @@ class Worker:
                 rendered = render_batch(tasks, cast(BatchEngine, self.engine), progress)
             for task, output in zip(tasks, rendered, strict=True):
                 if task.id in left:
-                    result = self._save(task, output)
+                    result = self._save(task, output)  # images first: no row names an image not on the disk
                     ended[task.id] = self._finish(task, Status.SUCCESS, result=result, engine=self.engine.name)
                     del left[task.id]
         except TaskCancelled:  # raised above once no task is left; from an engine itself, for all that are
@@ -178,14 +178,13 @@ class Worker:
         )
 
     def _save(self, task: Task, rendered: Rendered) -> Result:
-        keys = []
-        for i, image in enumerate(rendered.images):
-            key = f"{task.id}/{i}.png"
-            self.images.put(key, encode_png(image))
-            keys.append(key)
+        """Put the images on the disk (synced, when durable) before the row that names them commits."""
+        files = [(f"{task.id}/{i}.png", encode_png(image)) for i, image in enumerate(rendered.images)]
+        keys = tuple(key for key, _ in files)
         grid = keys[0]
         if rendered.kind == "grid":
             grid = f"{task.id}/grid.png"
-            self.images.put(grid, encode_png(make_grid(rendered.images)))
+            files.append((grid, encode_png(make_grid(rendered.images))))
+        self.images.put_many(files)
         height, width = rendered.images[0].shape[:2]
-        return Result(rendered.kind, tuple(keys), grid, width, height)
+        return Result(rendered.kind, keys, grid, width, height)

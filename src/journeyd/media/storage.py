@@ -1,8 +1,11 @@
 """Where images live: a folder under the data dir, behind a small protocol so S3 can follow.
 
 Keys look like `<task id>/<name>.png`. Writes go to a temporary file first and are renamed into
-place, so a crash of the process never leaves half an image behind a URL. (No fsync: like the
-database with synchronous=NORMAL, we survive the process dying, not the machine losing power.)
+place, so a crash of the process never leaves half an image behind a URL. Durable (the default),
+the file is fsynced before the rename and its directory after it, so an image is on the disk before
+`put` returns: the worker saves a task's images before the row that names them commits, and a
+power cut cannot leave a success row pointing at a truncated image. Not durable (`fast`), a put
+survives the process dying but not the machine losing power.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -19,6 +23,7 @@ _KEY = re.compile(r"^[0-9A-Z]{26}/[a-z0-9_-]{1,32}\.(png|webp|jpg)$")
 
 class ImageStore(Protocol):
     def put(self, key: str, data: bytes) -> None: ...
+    def put_many(self, items: Sequence[tuple[str, bytes]]) -> None: ...
     def get(self, key: str) -> bytes: ...
     def path(self, key: str) -> Path | None: ...
     def delete(self, key: str) -> None: ...
@@ -29,10 +34,27 @@ def valid_key(key: str) -> bool:
     return bool(_KEY.match(key))
 
 
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _make_dir(directory: Path, *, durable: bool) -> None:
+    """Make `directory` if it is missing; durable, its entry in the parent is on the disk too."""
+    if directory.is_dir():
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    if durable:
+        _fsync_dir(directory.parent)
+
+
 class LocalImageStore:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+    def __init__(self, root: Path, *, durable: bool = True) -> None:
+        self.root, self.durable = root, durable
+        _make_dir(root, durable=durable)
 
     def _file(self, key: str) -> Path:
         if not valid_key(key):
@@ -40,16 +62,30 @@ class LocalImageStore:
         return self.root / key
 
     def put(self, key: str, data: bytes) -> None:
-        target = self._file(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(temp, target)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        self.put_many([(key, data)])
+
+    def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """Write images; durable, each file is synced before its rename and each folder once after
+        them all (one journal commit for a task's five images, not five)."""
+        targets = [(self._file(key), data) for key, data in items]
+        folders = dict.fromkeys(target.parent for target, _ in targets)
+        for folder in folders:
+            _make_dir(folder, durable=self.durable)
+        for target, data in targets:
+            fd, temp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                    if self.durable:
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                os.replace(temp, target)
+            except BaseException:
+                Path(temp).unlink(missing_ok=True)
+                raise
+        if self.durable:  # the renames themselves
+            for folder in folders:
+                _fsync_dir(folder)
 
     def get(self, key: str) -> bytes:
         return self._file(key).read_bytes()

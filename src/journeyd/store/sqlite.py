@@ -2,7 +2,9 @@
 
 Each thread gets its own connection (sqlite3 connections are not shareable). Writes run in
 `BEGIN IMMEDIATE` so the write lock is taken up front and no transaction fails halfway with
-SQLITE_BUSY. With WAL and synchronous=NORMAL a committed transaction survives `kill -9`.
+SQLITE_BUSY. Durable (the default), WAL runs with synchronous=FULL: a committed transaction is on
+the disk before the commit returns, so it survives a power cut. Not durable (`fast`),
+synchronous=NORMAL: it survives `kill -9`, but a power cut can lose the last transactions.
 """
 
 from __future__ import annotations
@@ -234,8 +236,9 @@ _WAITING = sources_of(Status.CANCELLED) - {Status.IN_PROGRESS}  # cancelled at o
 
 
 class SqliteStore:
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, durable: bool = True) -> None:
         self.path = str(path)
+        self.synchronous = "FULL" if durable else "NORMAL"
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -249,7 +252,7 @@ class SqliteStore:
             conn = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=30000")
             self._local.conn = conn
