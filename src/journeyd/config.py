@@ -22,6 +22,7 @@ class Settings(BaseSettings):
         description="full: every acknowledged write is on the disk (synchronous=FULL, images fsynced); "
         "fast: survives the process dying, not a power cut",
     )
+    min_free_mb: int = Field(64, ge=0, description="/readyz fails when the images folder has less free space (MiB)")
     host: str = "127.0.0.1"
     port: int = 8080
     public_url: str | None = Field(None, description="Base URL clients reach us at; image URLs start with it")

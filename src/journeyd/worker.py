@@ -15,7 +15,7 @@ from typing import cast
 import numpy as np
 
 from journeyd.clock import Clock
-from journeyd.domain.errors import JourneydError, TaskCancelled
+from journeyd.domain.errors import JourneydError, StorageUnavailable, TaskCancelled
 from journeyd.domain.lifecycle import Status
 from journeyd.domain.task import Result, Task
 from journeyd.engines.base import BatchEngine, Engine, EngineOutOfMemory, Progress
@@ -143,7 +143,9 @@ class Worker:
                     ended[task.id] = self._finish(
                         task, Status.FAILURE, fail_reason=f"{error}; a smaller size or model may fit"
                     )
-        except JourneydError as error:
+        except JourneydError as error:  # StorageUnavailable included: the images could not be saved
+            if isinstance(error, StorageUnavailable):
+                log.error("tasks %s stopped: %s", ", ".join(left), error)
             for task in left.values():
                 ended[task.id] = self._finish(task, Status.FAILURE, fail_reason=error.message)
         except Exception as error:
@@ -154,7 +156,11 @@ class Worker:
         return [ended.get(task.id) or self.store.get_task(task.id) or task for task in tasks]
 
     def _finish(self, task: Task, status: Status, **fields: object) -> Task:
-        done = self.store.finish(task.id, self.id, status, self.clock.now_ms(), **fields)  # type: ignore[arg-type]
+        try:
+            done = self.store.finish(task.id, self.id, status, self.clock.now_ms(), **fields)  # type: ignore[arg-type]
+        except StorageUnavailable as error:  # the row keeps its lease: the lease reclaim requeues it
+            log.error("task %s: could not record its end (%s); it runs again once its lease runs out", task.id, error)
+            return task
         if done is not None:
             self.images.delete(f"{task.id}/{PREVIEW}")  # previews are for while it runs
             if status is not Status.SUCCESS:

@@ -6,10 +6,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
 from journeyd.api import apimart, images, mjproxy, mymidjourney
 from journeyd.api.auth import Authenticator
 from journeyd.api.limits import BodyLimit
+from journeyd.api.readiness import readiness
 from journeyd.runtime import Runtime
 
 
@@ -42,9 +44,19 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
         # into every request (measured: ~10% of a poll's cost).
         app.router.routes.extend(router.routes)
 
-    @app.get("/healthz", tags=["health"])
+    @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
     def healthz() -> dict[str, object]:
         return {"ok": True, "engine": runtime.engine.name}
+
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="Readiness: the database and the image folder take writes, the engine is loaded (503 if not)",
+        response_model=None,
+    )
+    def readyz() -> JSONResponse:
+        report = readiness(runtime)
+        return JSONResponse(report, status_code=200 if report["ready"] else 503)
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     return app

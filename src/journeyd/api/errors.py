@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from journeyd.domain.errors import InternalError, InvalidRequest, JourneydError
+from journeyd.domain.errors import InternalError, InvalidRequest, JourneydError, StorageUnavailable
 
 log = logging.getLogger("journeyd.api")
 
@@ -55,6 +55,9 @@ def dialect_route(render: ErrorRenderer) -> type[APIRoute]:
             async def guarded(request: Request) -> Response:
                 try:
                     return await handler(request)
+                except StorageUnavailable as error:  # the operator's to fix: one line in the log, no traceback
+                    log.error("%s %s: %s", request.method, request.url.path, error)
+                    return render(error)
                 except JourneydError as error:
                     return render(error)
                 except RequestValidationError as error:
