@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from journeyd.api import apimart, images, mjproxy, mymidjourney
 from journeyd.api.auth import Authenticator
 from journeyd.api.limits import BodyLimit
-from journeyd.api.readiness import readiness
+from journeyd.api.readiness import Readiness, readiness
 from journeyd.runtime import Runtime
 
 
@@ -52,7 +52,8 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
         "/readyz",
         tags=["health"],
         summary="Readiness: the database and the image folder take writes, the engine is loaded (503 if not)",
-        response_model=None,
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "Not ready: `reason` says why"}},
     )
     def readyz() -> JSONResponse:
         report = readiness(runtime)

@@ -10,8 +10,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from journeyd.domain.errors import StorageUnavailable
 from journeyd.runtime import Runtime
+
+
+class Check(BaseModel):
+    model_config = ConfigDict(extra="allow")  # what a check measured: free_mib, the engine's name
+    ok: bool
+    reason: str | None = Field(None, description="Why not, when not ok")
+
+
+class Readiness(BaseModel):
+    ready: bool
+    reason: str | None = Field(None, description="The first failing check's reason, when not ready")
+    checks: dict[str, Check] = Field(..., description="database, images and engine")
 
 
 def _check(probe: Callable[[], dict[str, Any] | None]) -> dict[str, Any]:
