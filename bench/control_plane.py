@@ -1,16 +1,19 @@
 """Control-plane benchmark: journeyd's queue and API against the framework it is built on.
 
-Measured in one run, on one machine:
+Measured in one run, on one machine, for each durability mode side by side (`full`, the default:
+synchronous=FULL and fsynced images; `fast`: synchronous=NORMAL, no fsync):
   * tasks/s through submit -> success with an engine that does no work (the queue, the store,
     image writes and the HTTP layer are all that is left), and the time from submit to a worker
-    starting (p50/p99), on an idle queue and under that load;
+    starting (p50/p99), on an idle queue and under that load; on the idle queue also the submit
+    request's own round trip, which waits for its commit;
   * GET /v1/midjourney/{id} requests/s against a bare FastAPI endpoint returning a task-shaped
     dict on the same uvicorn settings (the framework's ceiling), as a ratio: for a finished task
     (served from memory: a terminal row never changes) and for an unfinished one (one SQLite read
     per request).
 
-Each server is its own uvicorn process; the load comes from `wrk` (Debian package) for fetches
-and from an httpx client for submits. Results go to bench/results/control_plane-<time>.json.
+Each server is its own uvicorn process with its data dir on the same filesystem; the load comes
+from `wrk` (Debian package) for fetches and from an httpx client for submits. Results go to
+bench/results/control_plane-<time>.json.
 
     python bench/control_plane.py            # full run
     python bench/control_plane.py --quick    # smaller numbers, for a smoke test
@@ -44,6 +47,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 TARGET_FETCH_RATIO = 0.60
 TARGET_START_P50_MS = 20.0
+MODES = ("full", "fast")  # JOURNEYD_DURABILITY
+KINDS = ("finished", "unfinished")  # the task a fetch reads
 
 
 # --- the two servers ---------------------------------------------------------------------------------
@@ -71,14 +76,14 @@ class NoopEngine:
         return [image for _ in seeds]
 
 
-def serve_journeyd(port: int, data_dir: str) -> None:
+def serve_journeyd(port: int, data_dir: str, durability: str) -> None:
     import uvicorn
 
     from journeyd.api.app import create_app
     from journeyd.config import Settings
     from journeyd.runtime import build_runtime
 
-    settings = Settings(data_dir=Path(data_dir), port=port, max_queued_per_key=0)
+    settings = Settings(data_dir=Path(data_dir), port=port, max_queued_per_key=0, durability=durability)
     uvicorn.run(
         create_app(build_runtime(settings, engine=NoopEngine())),
         host="127.0.0.1",
@@ -152,13 +157,14 @@ def _task_times(db: Path, ids: list[str]) -> list[tuple[int, int, int]]:
 
 
 def idle_latency(base: str, db: Path, samples: int) -> dict[str, float]:
-    """One task at a time on an idle queue: submit -> worker start, submit -> success."""
-    ids = []
+    """One task at a time on an idle queue: the submit's round trip, submit -> worker start, -> success."""
+    ids, submits = [], []
     with httpx.Client(base_url=base, timeout=30) as client:
         for i in range(samples):
-            task_id = client.post("/v1/midjourney/generations", json={"prompt": f"idle {i}"}).json()["data"][0][
-                "task_id"
-            ]
+            sent = time.perf_counter()
+            answer = client.post("/v1/midjourney/generations", json={"prompt": f"idle {i}"})
+            submits.append((time.perf_counter() - sent) * 1000)
+            task_id = answer.json()["data"][0]["task_id"]
             while client.get(f"/v1/midjourney/{task_id}").json()["status"] != "SUCCESS":
                 time.sleep(0.002)
             ids.append(task_id)
@@ -167,6 +173,8 @@ def idle_latency(base: str, db: Path, samples: int) -> dict[str, float]:
     done = [float(f - c) for c, _, f in times]
     return {
         "samples": samples,
+        "submit_request_p50_ms": _percentile(submits, 50),
+        "submit_request_p99_ms": _percentile(submits, 99),
         "submit_to_start_p50_ms": _percentile(start, 50),
         "submit_to_start_p99_ms": _percentile(start, 99),
         "submit_to_success_p50_ms": _percentile(done, 50),
@@ -254,6 +262,17 @@ def _median_run(runs: list[dict[str, float]]) -> dict[str, Any]:
     return {**ordered[len(ordered) // 2], "all_requests_per_s": [run["requests_per_s"] for run in runs]}
 
 
+def _filesystem(path: Path) -> str:
+    """The filesystem type and device a path lives on (from /proc/mounts), since fsync costs differ."""
+    best = ("", "unknown", "unknown")
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/mounts").read_text().splitlines():
+            device, point, kind = line.split()[:3]
+            if str(path.resolve()).startswith(point.rstrip("/") + "/") and len(point) > len(best[0]):
+                best = (point, kind, device)
+    return f"{best[1]} on {best[2]}"
+
+
 def _device() -> dict[str, Any]:
     cpu = cpu_name()
     return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(), "os": platform.platform(), "gpu": None}
@@ -271,7 +290,7 @@ def _versions() -> dict[str, str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--serve-journeyd", nargs=2, metavar=("PORT", "DATA_DIR"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve-journeyd", nargs=3, metavar=("PORT", "DATA_DIR", "DURABILITY"), help=argparse.SUPPRESS)
     parser.add_argument("--serve-bare", metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--latency-samples", type=int, default=300)
@@ -281,7 +300,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small numbers, for a smoke test")
     args = parser.parse_args()
     if args.serve_journeyd:
-        serve_journeyd(int(args.serve_journeyd[0]), args.serve_journeyd[1])
+        serve_journeyd(int(args.serve_journeyd[0]), args.serve_journeyd[1], args.serve_journeyd[2])
         return 0
     if args.serve_bare:
         serve_bare(int(args.serve_bare))
@@ -292,22 +311,27 @@ def main() -> int:
         print("this benchmark needs wrk: apt-get install -y wrk", file=sys.stderr)
         return 2
 
-    data = Path(tempfile.mkdtemp(prefix="journeyd-bench-"))
-    jd_port, bare_port = _free_port(), _free_port()
-    servers = [_spawn("--serve-journeyd", str(jd_port), str(data)), _spawn("--serve-bare", str(bare_port))]
-    jd, bare = f"http://127.0.0.1:{jd_port}", f"http://127.0.0.1:{bare_port}"
+    root = Path(tempfile.mkdtemp(prefix="journeyd-bench-"))
+    data = {mode: root / mode for mode in MODES}
+    ports = {mode: _free_port() for mode in MODES}
+    bare_port = _free_port()
+    servers = [_spawn("--serve-journeyd", str(ports[mode]), str(data[mode]), mode) for mode in MODES]
+    servers.append(_spawn("--serve-bare", str(bare_port)))
+    jd = {mode: f"http://127.0.0.1:{ports[mode]}" for mode in MODES}
+    bare = f"http://127.0.0.1:{bare_port}"
     try:
-        _wait_up(f"{jd}/healthz")
+        for mode in MODES:
+            _wait_up(f"{jd[mode]}/healthz")
         _wait_up(f"{bare}/v1/midjourney/x")
-        db = data / "journeyd.sqlite3"
-        latency = idle_latency(jd, db, args.latency_samples)
-        load = throughput(jd, db, args.tasks, concurrency=16)
-        finished, waiting = _fetch_targets(jd)
-        urls = {
-            "journeyd_finished": f"{jd}/v1/midjourney/{finished}",
-            "journeyd_unfinished": f"{jd}/v1/midjourney/{waiting}",
-            "bare_fastapi": f"{bare}/v1/midjourney/{finished}",
-        }
+        db = {mode: data[mode] / "journeyd.sqlite3" for mode in MODES}
+        latency = {mode: idle_latency(jd[mode], db[mode], args.latency_samples) for mode in MODES}
+        load = {mode: throughput(jd[mode], db[mode], args.tasks, concurrency=16) for mode in MODES}
+        urls = {}
+        for mode in MODES:
+            finished, waiting = _fetch_targets(jd[mode])
+            urls[f"journeyd_{mode}_finished"] = f"{jd[mode]}/v1/midjourney/{finished}"
+            urls[f"journeyd_{mode}_unfinished"] = f"{jd[mode]}/v1/midjourney/{waiting}"
+        urls["bare_fastapi"] = f"{bare}/v1/midjourney/{finished}"
         for url in urls.values():
             wrk(url, 1, args.connections)  # warm up
         rounds = [  # alternate the servers, so a noisy moment does not favour either
@@ -318,10 +342,32 @@ def main() -> int:
         for server in servers:
             server.terminate()
             server.wait(10)
-        shutil.rmtree(data, ignore_errors=True)
+        filesystem = _filesystem(root)
+        shutil.rmtree(root, ignore_errors=True)
 
     ceiling = fetch["bare_fastapi"]["requests_per_s"]
-    ratios = {name: fetch[name]["requests_per_s"] / ceiling for name in ("journeyd_finished", "journeyd_unfinished")}
+    modes = {}
+    for mode in MODES:
+        ratios = {kind: fetch[f"journeyd_{mode}_{kind}"]["requests_per_s"] / ceiling for kind in KINDS}
+        modes[mode] = {
+            "idle_queue": latency[mode],
+            "throughput": load[mode],
+            "fetch": {kind: fetch[f"journeyd_{mode}_{kind}"] for kind in KINDS},
+            "fetch_ratio_to_bare": ratios,
+            "targets": {
+                "fetch_ratio_at_least": TARGET_FETCH_RATIO,
+                "fetch_ratio_met_finished": ratios["finished"] >= TARGET_FETCH_RATIO,
+                "fetch_ratio_met_unfinished": ratios["unfinished"] >= TARGET_FETCH_RATIO,
+                "submit_to_start_p50_ms_below": TARGET_START_P50_MS,
+                "submit_to_start_met": latency[mode]["submit_to_start_p50_ms"] < TARGET_START_P50_MS,
+            },
+        }
+    cost = {  # what `full` costs against `fast`: > 1 means slower
+        "submit_request_p50_ratio": latency["full"]["submit_request_p50_ms"] / latency["fast"]["submit_request_p50_ms"],
+        "submit_to_success_p50_ms_added": latency["full"]["submit_to_success_p50_ms"]
+        - latency["fast"]["submit_to_success_p50_ms"],
+        "tasks_per_s_ratio": load["fast"]["tasks_per_s"] / load["full"]["tasks_per_s"],
+    }
     report = {
         "benchmark": "control_plane",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -335,24 +381,19 @@ def main() -> int:
             "wrk_seconds": args.seconds,
             "wrk_rounds": args.rounds,
             "store": "SQLite WAL",
+            "durability_modes": list(MODES),
+            "data_dir_filesystem": filesystem,
             "dispatch": "local threads",
             "timestamps": "task rows, 1 ms resolution",
         },
-        "idle_queue": latency,
-        "throughput": load,
-        "fetch": {**fetch, "ratio_to_bare": ratios},
-        "targets": {
-            "fetch_ratio_at_least": TARGET_FETCH_RATIO,
-            "fetch_ratio_met_finished": ratios["journeyd_finished"] >= TARGET_FETCH_RATIO,
-            "fetch_ratio_met_unfinished": ratios["journeyd_unfinished"] >= TARGET_FETCH_RATIO,
-            "submit_to_start_p50_ms_below": TARGET_START_P50_MS,
-            "submit_to_start_met": latency["submit_to_start_p50_ms"] < TARGET_START_P50_MS,
-        },
+        "modes": modes,
+        "bare_fastapi": fetch["bare_fastapi"],
+        "durability_cost": cost,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"control_plane-{time.strftime('%Y%m%d-%H%M%S')}{'-quick' if args.quick else ''}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: report[k] for k in ("idle_queue", "throughput", "fetch", "targets")}, indent=2))
+    print(json.dumps({k: report[k] for k in ("modes", "bare_fastapi", "durability_cost")}, indent=2))
     print(f"written to {out.relative_to(ROOT)}")
     return 0
 

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,16 @@ def journeyd(*args: str, env: dict[str, str] | None = None, **kwargs: Any) -> su
 
 class Server:
     def __init__(
-        self, data_dir: Path, *, env: dict[str, str] | None = None, args: tuple[str, ...] = (), port: int | None = None
+        self,
+        data_dir: Path,
+        *,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+        port: int | None = None,
+        prefix: Sequence[str] = (),
     ) -> None:
         self.data_dir, self.port = data_dir, port or free_port()
+        self.prefix = list(prefix)  # e.g. nsenter, to run in the namespace of a test's mounts
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "JOURNEYD_DATA_DIR": str(data_dir), **(env or {})}
         self.args = args
@@ -46,7 +54,7 @@ class Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "journeyd", "serve", "--port", str(self.port), *self.args],
+                [*self.prefix, sys.executable, "-m", "journeyd", "serve", "--port", str(self.port), *self.args],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

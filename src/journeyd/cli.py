@@ -15,8 +15,10 @@ from urllib.parse import urlsplit
 from journeyd.api.auth import is_loopback
 from journeyd.clock import SystemClock
 from journeyd.config import Settings
+from journeyd.domain.errors import StorageUnavailable
 from journeyd.domain.ids import IdGenerator
 from journeyd.domain.keys import ApiKey, hash_secret, new_secret
+from journeyd.media.storage import check_writable
 from journeyd.store.sqlite import SqliteStore
 
 
@@ -24,6 +26,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
     for name in (
         "data_dir",
+        "durability",
         "host",
         "port",
         "engine",
@@ -53,8 +56,7 @@ def serve(args: argparse.Namespace) -> int:
     from journeyd.runtime import build_runtime
 
     settings = _settings(args)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = SqliteStore(settings.database_path)
+    store = _open_store(settings, create=True)
     keys = store.count_keys()
     store.close()
     if not keys and not is_loopback(settings.host) and not settings.insecure:
@@ -88,9 +90,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def keys_create(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = SqliteStore(settings.database_path)
+    store = _open_store(_settings(args), create=True)
     secret = new_secret()
     key = ApiKey(
         id=IdGenerator(SystemClock().now_ms).new(),
@@ -106,9 +106,15 @@ def keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_store(settings: Settings, *, create: bool = False) -> SqliteStore:
+    """The data dir's database; with `create`, the data dir is made if new and checked to be writable."""
+    if create:
+        check_writable(settings.data_dir, durable=settings.durable)
+    return SqliteStore(settings.database_path, durable=settings.durable)
+
+
 def keys_list(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    store = SqliteStore(settings.database_path)
+    store = _open_store(_settings(args))
     for key in store.list_keys():
         _print_key(key)
     store.close()
@@ -130,7 +136,7 @@ def keys_credit(args: argparse.Namespace) -> int:
 
 def _change_key(args: argparse.Namespace, change: Callable[[SqliteStore, int], ApiKey | None]) -> int:
     """Apply `change` to the key named on the command line (a running server sees it at its next request)."""
-    store = SqliteStore(_settings(args).database_path)
+    store = _open_store(_settings(args))
     try:
         key = change(store, SystemClock().now_ms())
     finally:
@@ -250,6 +256,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     serve_parser = commands.add_parser("serve", help="run the API server")
     common(serve_parser)
+    serve_parser.add_argument(
+        "--durability",
+        choices=("full", "fast"),
+        help="full (default): what is acknowledged survives a power cut; fast: only the process dying",
+    )
     serve_parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve_parser.add_argument("--port", type=int, help="port (default 8080)")
     serve_parser.add_argument("--engine", help="classic (default, CPU, no weights) or diffusers")
@@ -305,7 +316,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo_parser.set_defaults(func=demo)
 
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except StorageUnavailable as error:  # a data dir journeyd cannot write: where and why, no traceback
+        print(f"journeyd: cannot write to {error.place}: {error.problem}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -17,6 +17,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="JOURNEYD_", extra="ignore")
 
     data_dir: Path = Field(Path("./journeyd-data"), description="SQLite database and images live here")
+    durability: Literal["full", "fast"] = Field(
+        "full",
+        description="full: every acknowledged write is on the disk (synchronous=FULL, images fsynced); "
+        "fast: survives the process dying, not a power cut",
+    )
+    min_free_mb: int = Field(64, ge=0, description="/readyz fails when the images folder has less free space (MiB)")
     host: str = "127.0.0.1"
     port: int = 8080
     public_url: str | None = Field(None, description="Base URL clients reach us at; image URLs start with it")
@@ -79,6 +85,10 @@ class Settings(BaseSettings):
     read_timeout_s: float = Field(
         30.0, gt=0, description="A request's headers, and each piece of its body, must arrive within this"
     )
+
+    @property
+    def durable(self) -> bool:
+        return self.durability == "full"
 
     @property
     def database_path(self) -> Path:

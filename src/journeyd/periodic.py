@@ -6,6 +6,8 @@ import logging
 import threading
 from collections.abc import Callable
 
+from journeyd.domain.errors import StorageUnavailable
+
 log = logging.getLogger("journeyd.periodic")
 
 
@@ -30,5 +32,7 @@ class Periodic:
         while not self._stop.wait(self.interval_s):
             try:
                 self.work()
+            except StorageUnavailable as error:  # named in one line; the next pass tries again
+                log.error("%s pass failed: %s", self.name, error)
             except Exception:
                 log.exception("%s pass failed", self.name)

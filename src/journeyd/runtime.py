@@ -21,7 +21,7 @@ from journeyd.engines import load_engines
 from journeyd.engines.base import Engine
 from journeyd.maintenance import Maintenance
 from journeyd.media.fetch import SafeFetcher
-from journeyd.media.storage import LocalImageStore
+from journeyd.media.storage import MIB, LocalImageStore, check_writable
 from journeyd.periodic import Periodic
 from journeyd.service import Limits, TaskService
 from journeyd.store.sqlite import SqliteStore
@@ -149,9 +149,9 @@ def build_runtime(
     entropy: Callable[[int], bytes] | None = None,
 ) -> Runtime:
     clock = clock or SystemClock()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = SqliteStore(settings.database_path)
-    images = LocalImageStore(settings.images_dir)
+    check_writable(settings.data_dir, durable=settings.durable)
+    store = SqliteStore(settings.database_path, durable=settings.durable)
+    images = LocalImageStore(settings.images_dir, durable=settings.durable, min_free_bytes=settings.min_free_mb * MIB)
     engines = _engines(settings, engine)
     fetcher = SafeFetcher(
         allow_private=settings.allow_private_urls,

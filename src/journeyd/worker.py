@@ -15,7 +15,7 @@ from typing import cast
 import numpy as np
 
 from journeyd.clock import Clock
-from journeyd.domain.errors import JourneydError, TaskCancelled
+from journeyd.domain.errors import JourneydError, StorageUnavailable, TaskCancelled
 from journeyd.domain.lifecycle import Status
 from journeyd.domain.task import Result, Task
 from journeyd.engines.base import BatchEngine, Engine, EngineOutOfMemory, Progress
@@ -127,7 +127,7 @@ class Worker:
                 rendered = render_batch(tasks, cast(BatchEngine, self.engine), progress)
             for task, output in zip(tasks, rendered, strict=True):
                 if task.id in left:
-                    result = self._save(task, output)
+                    result = self._save(task, output)  # images first: no row names an image not on the disk
                     ended[task.id] = self._finish(task, Status.SUCCESS, result=result, engine=self.engine.name)
                     del left[task.id]
         except TaskCancelled:  # raised above once no task is left; from an engine itself, for all that are
@@ -143,7 +143,9 @@ class Worker:
                     ended[task.id] = self._finish(
                         task, Status.FAILURE, fail_reason=f"{error}; a smaller size or model may fit"
                     )
-        except JourneydError as error:
+        except JourneydError as error:  # StorageUnavailable included: the images could not be saved
+            if isinstance(error, StorageUnavailable):
+                log.error("tasks %s stopped: %s", ", ".join(left), error)
             for task in left.values():
                 ended[task.id] = self._finish(task, Status.FAILURE, fail_reason=error.message)
         except Exception as error:
@@ -154,7 +156,11 @@ class Worker:
         return [ended.get(task.id) or self.store.get_task(task.id) or task for task in tasks]
 
     def _finish(self, task: Task, status: Status, **fields: object) -> Task:
-        done = self.store.finish(task.id, self.id, status, self.clock.now_ms(), **fields)  # type: ignore[arg-type]
+        try:
+            done = self.store.finish(task.id, self.id, status, self.clock.now_ms(), **fields)  # type: ignore[arg-type]
+        except StorageUnavailable as error:  # the row keeps its lease: the lease reclaim requeues it
+            log.error("task %s: could not record its end (%s); it runs again once its lease runs out", task.id, error)
+            return task
         if done is not None:
             self.images.delete(f"{task.id}/{PREVIEW}")  # previews are for while it runs
             if status is not Status.SUCCESS:
@@ -178,14 +184,13 @@ class Worker:
         )
 
     def _save(self, task: Task, rendered: Rendered) -> Result:
-        keys = []
-        for i, image in enumerate(rendered.images):
-            key = f"{task.id}/{i}.png"
-            self.images.put(key, encode_png(image))
-            keys.append(key)
+        """Put the images on the disk (synced, when durable) before the row that names them commits."""
+        files = [(f"{task.id}/{i}.png", encode_png(image)) for i, image in enumerate(rendered.images)]
+        keys = tuple(key for key, _ in files)
         grid = keys[0]
         if rendered.kind == "grid":
             grid = f"{task.id}/grid.png"
-            self.images.put(grid, encode_png(make_grid(rendered.images)))
+            files.append((grid, encode_png(make_grid(rendered.images))))
+        self.images.put_many(files)
         height, width = rendered.images[0].shape[:2]
-        return Result(rendered.kind, tuple(keys), grid, width, height)
+        return Result(rendered.kind, keys, grid, width, height)

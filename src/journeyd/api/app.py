@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -18,6 +19,7 @@ from journeyd.api.errors import from_http
 from journeyd.api.limits import BodyLimit
 from journeyd.api.openapi import STATUS_MEANINGS, finish
 from journeyd.api.origins import HostGuard, HostPolicy
+from journeyd.api.readiness import Readiness, readiness
 from journeyd.domain.errors import JourneydError
 from journeyd.runtime import Runtime
 
@@ -30,7 +32,7 @@ class Health(BaseModel):
 HEALTH_ERRORS: dict[int | str, dict[str, object]] = {
     400: {"model": apimart.ApimartError, "description": STATUS_MEANINGS[400]}
 }
-PUBLIC_PATHS = ("/images/", "/healthz")  # answered without a key
+PUBLIC_PATHS = ("/images/", "/healthz", "/readyz")  # answered without a key
 
 
 def render_for_path(path: str, error: JourneydError) -> Response:
@@ -81,6 +83,18 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
     )
     def healthz() -> Health:
         return Health(ok=True, engine=runtime.engine.name)
+
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="Readiness: the database and the image folder take writes, the engine is loaded (503 if not)",
+        operation_id="readyz",
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "Not ready: `reason` says why"}, **HEALTH_ERRORS},
+    )
+    def readyz() -> JSONResponse:
+        report = readiness(runtime)
+        return JSONResponse(report, status_code=200 if report["ready"] else 503)
 
     finish(app, public=PUBLIC_PATHS)
 

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from journeyd.domain import errors
-from journeyd.domain.errors import InternalError, InvalidRequest, JourneydError
+from journeyd.domain.errors import InternalError, InvalidRequest, JourneydError, StorageUnavailable
 
 log = logging.getLogger("journeyd.api")
 
@@ -103,6 +103,9 @@ def dialect_route(render: ErrorRenderer) -> type[APIRoute]:
                     if request.method not in ("GET", "HEAD"):
                         await check_json_body(request)
                     return await handler(request)
+                except StorageUnavailable as error:  # the operator's to fix: one line in the log, no traceback
+                    log.error("%s %s: %s", request.method, request.url.path, error)
+                    return render(error)
                 except JourneydError as error:
                     return render(error)
                 except RequestValidationError as error:

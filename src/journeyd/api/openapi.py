@@ -101,9 +101,11 @@ def finish(app: FastAPI, *, public: Iterable[str]) -> None:
                     stock = responses.get("422", {}).get("content", {}).get("application/json", {}).get("schema", {})
                     if stock.get("$ref", "").endswith("/HTTPValidationError"):
                         del responses["422"]
-                    default = responses.get("200", {}).get("content", {}).get("application/json", {})
-                    if default.get("schema") == {} and len(responses) > 1:  # FastAPI's filler: never sent
-                        del responses["200"]
+                    content = responses.get("200", {}).get("content", {})
+                    if content.get("application/json") == {"schema": {}}:  # FastAPI's filler, never sent
+                        del content["application/json"]
+                        if not content:
+                            del responses["200"]
                     if not path.startswith(public):
                         operation["security"] = SECURITY
             schemas = document.setdefault("components", {}).setdefault("schemas", {})

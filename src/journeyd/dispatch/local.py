@@ -10,6 +10,7 @@ import logging
 import threading
 from collections.abc import Sequence
 
+from journeyd.domain.errors import StorageUnavailable
 from journeyd.worker import Worker
 
 log = logging.getLogger("journeyd.dispatch")
@@ -50,6 +51,9 @@ class LocalDispatcher:
                 self._rings = 0
             try:
                 task = worker.run_next()
+            except StorageUnavailable as error:  # the disk's trouble, named; it tries again at the next poll
+                log.error("worker %s could not take a task: %s", worker.id, error)
+                task = None
             except Exception:  # the store is unreachable or similar: keep the thread alive
                 log.exception("worker %s could not take a task", worker.id)
                 task = None

@@ -97,5 +97,23 @@ class InternalError(JourneydError):
     kind = "internal_error"
 
 
+class StorageUnavailable(InternalError):
+    """journeyd cannot write its data (disk full, read-only, failing): the operator's to fix, not the
+    client's, and journeyd recovers by itself once it is fixed. Names the place and the problem."""
+
+    status = 503
+    kind = "storage_unavailable"
+
+    def __init__(self, place: object, problem: str, remedy: str) -> None:
+        super().__init__(f"journeyd cannot write to {place}: {problem}; {remedy}")
+        self.place, self.problem = str(place), problem
+
+
+# the remedies a StorageUnavailable gives, by kind of trouble
+NO_SPACE = "free some space and it recovers by itself"
+READ_ONLY = "make it writable and it recovers by itself"
+FAILING = "check the disk; journeyd retries by itself"
+
+
 class TaskCancelled(Exception):
     """Raised inside a running engine call when its task was cancelled; not a client error."""

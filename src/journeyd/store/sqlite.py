@@ -2,7 +2,11 @@
 
 Each thread gets its own connection (sqlite3 connections are not shareable). Writes run in
 `BEGIN IMMEDIATE` so the write lock is taken up front and no transaction fails halfway with
-SQLITE_BUSY. With WAL and synchronous=NORMAL a committed transaction survives `kill -9`.
+SQLITE_BUSY. Durable (the default), WAL runs with synchronous=FULL: a committed transaction is on
+the disk before the commit returns, so it survives a power cut. Not durable (`fast`),
+synchronous=NORMAL: it survives `kill -9`, but a power cut can lose the last transactions.
+
+A disk that is full, read-only or failing is a StorageUnavailable naming the database file.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from journeyd.domain.errors import PaymentRequired
+from journeyd.domain.errors import FAILING, NO_SPACE, READ_ONLY, PaymentRequired, StorageUnavailable
 from journeyd.domain.idempotency import TTL_MS, Idempotency
 from journeyd.domain.keys import ApiKey, Charge
 from journeyd.domain.lifecycle import Action, Op, Speed, Status, sources_of
@@ -33,6 +37,14 @@ from journeyd.store.base import (
 )
 
 FINISHED_CACHE_SIZE = 10_000
+APPLICATION_ID = 0x6A6F7572  # "jour": stamped in the file's header by the readiness probe
+# primary result codes that mean the disk, not the code, is in trouble
+_TROUBLE = {
+    sqlite3.SQLITE_FULL: ("the disk or the database is full", NO_SPACE),
+    sqlite3.SQLITE_READONLY: ("the database is read-only", READ_ONLY),
+    sqlite3.SQLITE_CANTOPEN: ("the database cannot be opened for writing (a read-only folder?)", READ_ONLY),
+    sqlite3.SQLITE_IOERR: ("disk I/O error", FAILING),
+}
 
 MIGRATIONS = [
     """
@@ -263,8 +275,9 @@ _KEEP_IDEMPOTENCY_KEY = (
 
 
 class SqliteStore:
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, durable: bool = True) -> None:
         self.path = str(path)
+        self.synchronous = "FULL" if durable else "NORMAL"
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -272,30 +285,64 @@ class SqliteStore:
         self._migrate()
 
     # --- plumbing ------------------------------------------------------------------------------
+    @contextmanager
+    def _storage_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as error:
+            trouble = _TROUBLE.get((getattr(error, "sqlite_errorcode", None) or 0) & 0xFF)  # primary code
+            if trouble is None:
+                raise
+            raise StorageUnavailable(self.path, *trouble) from error
+
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=30000")
+            with self._storage_errors():
+                conn = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
+                try:
+                    conn.row_factory = sqlite3.Row
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute(f"PRAGMA synchronous={self.synchronous}")
+                    conn.execute("PRAGMA foreign_keys=ON")
+                    conn.execute("PRAGMA busy_timeout=30000")
+                except BaseException:
+                    conn.close()  # half set up: never kept
+                    raise
             self._local.conn = conn
             with self._lock:
                 self._connections.append(conn)
         return conn
 
+    def _drop(self, conn: sqlite3.Connection) -> None:
+        """Forget a connection that could not roll back: the thread opens a fresh one next time."""
+        with self._lock:
+            if conn in self._connections:
+                self._connections.remove(conn)
+        self._local.conn = None
+        conn.close()
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with self._storage_errors():
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                # SQLite rolls back by itself after some errors (SQLITE_FULL, I/O): only roll back what is left
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        self._drop(conn)
+                raise
+
+    def check_writable(self) -> None:
+        """Readiness: a real write, committed (and synced, when durable), that touches no data."""
+        with self._write() as conn:
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
 
     def _migrate(self) -> None:
         with self._write() as conn:
