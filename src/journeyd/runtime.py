@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from journeyd import observe
 from journeyd.api import mjproxy, mymidjourney
 from journeyd.clock import Clock, SystemClock
 from journeyd.config import Settings
@@ -150,7 +151,7 @@ def build_runtime(
 ) -> Runtime:
     clock = clock or SystemClock()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = SqliteStore(settings.database_path)
+    store = SqliteStore(settings.database_path, on_transition=observe.task_moved)
     images = LocalImageStore(settings.images_dir)
     engines = _engines(settings, engine)
     fetcher = SafeFetcher(
