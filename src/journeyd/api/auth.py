@@ -86,7 +86,9 @@ class Authenticator:
 def caller_of(request: Request) -> Caller:
     """The caller of this request (raises 401/403)."""
     auth: Authenticator = request.app.state.auth
-    return auth.authenticate(request)
+    caller = auth.authenticate(request)
+    request.state.key_prefix = caller.key.prefix if caller.key else None  # for the request's log line
+    return caller
 
 
 async def current_caller(request: Request) -> Caller:
