@@ -5,6 +5,7 @@ Metrics are process-wide, so each test compares two scrapes, as a dashboard's ra
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -178,13 +179,15 @@ def test_http_requests_are_labelled_by_route_template_not_by_path(client: TestCl
     for i in range(5):
         assert client.get(f"/no/such/{i}").status_code == 404
     too_big = b"x" * (flow.runtime.settings.max_request_bytes + 1)
-    assert client.post("/mj/submit/imagine", content=too_big).status_code == 413  # refused before routing
+    for path in ("/mj/submit/imagine", "/v1/midjourney/generations"):  # refused before routing
+        assert client.post(path, content=too_big).status_code == 413
     assert client.request("BREW", f"/mj/task/{number}/cancel").status_code == 405
     route = "/mj/task/{id}/fetch"
     assert scrapes.delta("journeyd_http_requests_total", route=route, method="GET", status="200") == 1
     assert scrapes.delta("journeyd_http_requests_total", route=route, method="GET", status="404") == 1
     assert scrapes.delta("journeyd_http_requests_total", route="unmatched", method="GET", status="404") == 5
-    assert scrapes.delta("journeyd_http_requests_total", route="/mj/submit/imagine", method="POST", status="413") == 1
+    for path in ("/mj/submit/imagine", "/v1/midjourney/generations"):  # not /v1/midjourney/{task_id}, a GET
+        assert scrapes.delta("journeyd_http_requests_total", route=path, method="POST", status="413") == 1
     assert (
         scrapes.delta("journeyd_http_requests_total", route="/mj/task/{id}/cancel", method="other", status="405") == 1
     )
@@ -231,8 +234,9 @@ def test_each_request_logs_one_line_with_its_id_route_and_key_prefix(
         made_up = fetched.headers["x-request-id"]
         assert made_up != "bad id\nforged line" and len(made_up) == 16
         assert client.get("/healthz").headers["x-request-id"] not in ("", made_up)
+        assert client.get("/nothing%0A2026-01-01 INFO journeyd.http: GET /forged 200").status_code == 404
 
-    submit, fetch, health = _lines(caplog, "journeyd.http")
+    submit, fetch, health, forged = _lines(caplog, "journeyd.http")
     assert _fields(submit) == {
         "method": "POST",
         "route": "/mj/submit/imagine",
@@ -248,6 +252,13 @@ def test_each_request_logs_one_line_with_its_id_route_and_key_prefix(
     assert _fields(health)["key"] is None
     text = TextFormatter().format(submit)
     assert text.endswith(" request_id=req-42.a key=jd_obser") and "POST /mj/submit/imagine 200 " in text
+    forged_text = TextFormatter().format(forged)
+    assert (
+        "\n" not in forged_text and 'GET "/nothing\\n2026-01-01 INFO journeyd.http: GET /forged 200" 404' in forged_text
+    )
+    assert (
+        json.loads(JsonFormatter().format(forged))["path"] == "/nothing\n2026-01-01 INFO journeyd.http: GET /forged 200"
+    )
     for record in caplog.records:
         for formatter in (TextFormatter(), JsonFormatter()):
             assert SECRET not in formatter.format(record)

@@ -10,11 +10,12 @@ name the request that caused it.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
 import time
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -22,18 +23,17 @@ from typing import Any, Literal
 import orjson
 
 LogFormat = Literal["text", "json"]
-KEY_PREFIX = "key_prefix"  # where auth notes the caller's key prefix in the request's state
 _PLAIN = re.compile(r'[^\s"=]+')  # a text value shown without quotes
 
 
 @dataclass(frozen=True)
 class RequestInfo:
     id: str
-    state: MutableMapping[str, Any]  # the request's own state: auth writes the key prefix into it
+    state: MutableMapping[str, Any]  # the request's own state (request.state)
 
     @property
     def key_prefix(self) -> str | None:
-        return self.state.get(KEY_PREFIX)
+        return self.state.get("key_prefix")  # noted there by api.auth.caller_of
 
 
 current_request: ContextVar[RequestInfo | None] = ContextVar("journeyd_request", default=None)
@@ -43,14 +43,30 @@ def fields_of(record: logging.LogRecord) -> Mapping[str, Any]:
     return getattr(record, "fields", None) or {}
 
 
-def _timestamp(record: logging.LogRecord) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+class _Seconds:
+    """A timestamp's seconds, formatted once a second rather than once a line."""
+
+    def __init__(self, pattern: str, convert: Callable[[float], time.struct_time]) -> None:
+        self.pattern, self.convert = pattern, convert
+        self._cached = (-1, "")
+
+    def __call__(self, created: float) -> str:
+        second, text = self._cached
+        if int(created) != second:
+            second = int(created)
+            text = time.strftime(self.pattern, self.convert(second))
+            self._cached = (second, text)
+        return text
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._seconds = _Seconds("%Y-%m-%dT%H:%M:%S", time.gmtime)
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": _timestamp(record),
+            "ts": f"{self._seconds(record.created)}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -58,28 +74,44 @@ class JsonFormatter(logging.Formatter):
         entry.update(fields_of(record))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry, default=str).decode()
+        try:
+            return orjson.dumps(entry, default=str).decode()
+        except orjson.JSONEncodeError:  # a lone surrogate: still one line, escaped
+            return json.dumps(entry, default=str)
 
 
 class TextFormatter(logging.Formatter):
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """`2026-01-01 12:00:00,123 INFO journeyd.http: <message> key=value ...`, in local time."""
 
-    def formatMessage(self, record: logging.LogRecord) -> str:
-        line = super().formatMessage(record)
+    def __init__(self) -> None:
+        super().__init__()
+        self._seconds = _Seconds("%Y-%m-%d %H:%M:%S", time.localtime)
+
+    def format(self, record: logging.LogRecord) -> str:
         shown = getattr(record, "in_message", ())
-        return line + "".join(
-            f" {name}={_text_value(value)}"
+        line = (
+            f"{self._seconds(record.created)},{int(record.msecs):03d} {record.levelname} {record.name}: "
+            f"{record.getMessage()}"
+        )
+        line += "".join(
+            f" {name}={plain(value)}"
             for name, value in fields_of(record).items()
             if value is not None and name not in shown
         )
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        if record.stack_info:
+            line += "\n" + self.formatStack(record.stack_info)
+        return line
 
 
-def _text_value(value: Any) -> str:
+def plain(value: Any) -> str:
+    """A value for a text line: as it is, or quoted and escaped if it holds a space, a quote, an `=`
+    or a control character (so a request path cannot forge a second line)."""
     text = str(value)
     if _PLAIN.fullmatch(text) and text.isprintable():
         return text
-    return orjson.dumps(text).decode()  # quoted and escaped: a path cannot forge a second line
+    return json.dumps(text)
 
 
 def configure(log_format: LogFormat = "text", level: str = "info") -> None:
@@ -91,4 +123,8 @@ def configure(log_format: LogFormat = "text", level: str = "info") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # Neither format shows the caller's file and line, thread or process: skip gathering them on
+    # every line (the optimisations the logging HOWTO suggests).
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging.captureWarnings(True)  # a library's warning is a line in the same format, not a stray one

@@ -22,7 +22,7 @@ from journeyd.api.apimart import render_error
 from journeyd.api.auth import caller_of, is_loopback
 from journeyd.api.errors import dialect_route
 from journeyd.domain.lifecycle import Speed, Status
-from journeyd.logs import KEY_PREFIX, RequestInfo, current_request
+from journeyd.logs import RequestInfo, current_request, plain
 from journeyd.store.base import TaskStore
 
 log = logging.getLogger("journeyd.http")
@@ -41,11 +41,16 @@ def request_id_of(scope: Scope) -> str:
 def route_of(scope: Scope) -> str:
     """The template of the route that answered, or that would have (a body refused before routing)."""
     route = scope.get("route")
-    if route is None:
+    if route is None:  # match as the router does: the first full match, else the first partial one
+        partial = None
         for candidate in scope["app"].router.routes:
-            if candidate.matches(scope)[0] is not Match.NONE:
+            match = candidate.matches(scope)[0]
+            if match is Match.FULL:
                 route = candidate
                 break
+            if match is Match.PARTIAL and partial is None:
+                partial = candidate
+        route = route or partial
     return getattr(route, "path", None) or metrics.UNMATCHED_ROUTE
 
 
@@ -93,7 +98,7 @@ class RequestLog:
         log.info(
             "%s %s %d %.1f ms",
             method,
-            path,
+            plain(path),
             status,
             duration_ms,
             extra={
@@ -105,7 +110,7 @@ class RequestLog:
                     "status": status,
                     "duration_ms": duration_ms,
                     "request_id": request.id,
-                    "key": request.state.get(KEY_PREFIX),
+                    "key": request.key_prefix,
                 },
             },
         )
