@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import base64
 import io
+import logging
 import sys
 import threading
 import time
@@ -39,6 +40,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "device",
         "dtype",
         "speedups",
+        "log_format",
     ):
         value = getattr(args, name, None)
         if value is not None:
@@ -51,11 +53,13 @@ def _settings(args: argparse.Namespace) -> Settings:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from journeyd import logs
     from journeyd.api.app import create_app
     from journeyd.api.connections import with_header_deadline
     from journeyd.runtime import build_runtime
 
     settings = _settings(args)
+    logs.configure(settings.log_format, args.log_level)
     store = _open_store(settings, create=True)
     keys = store.count_keys()
     store.close()
@@ -73,16 +77,21 @@ def serve(args: argparse.Namespace) -> int:
         print(f"journeyd: {error}", file=sys.stderr)
         return 2
     copies = f" on {len(runtime.engines)} devices" if len(runtime.engines) > 1 else ""
-    print(
-        f"journeyd {settings.engine} engine{copies}, {len(runtime.workers)} worker(s), "
-        f"data in {settings.data_dir.resolve()}, listening on {settings.base_url}",
-        file=sys.stderr,
+    logging.getLogger("journeyd").info(
+        "journeyd %s engine%s, %d worker(s), data in %s, listening on %s",
+        settings.engine,
+        copies,
+        len(runtime.workers),
+        settings.data_dir.resolve(),
+        settings.base_url,
     )
+    # uvicorn's own lines go through our handler (log_config=None); its access log stays off: we log each request
     uvicorn.run(
         create_app(runtime),
         host=settings.host,
         port=settings.port,
         log_level=args.log_level,
+        log_config=None,
         access_log=False,
         http=with_header_deadline(settings.read_timeout_s),
     )
@@ -286,6 +295,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve_parser.add_argument("--prices", help="price table: JSON/TOML file or inline JSON (billing off if unset)")
     serve_parser.add_argument("--insecure", action="store_true", help="listen beyond loopback without API keys")
     serve_parser.add_argument("--log-level", default="info")
+    serve_parser.add_argument(
+        "--log-format", choices=("text", "json"), help="text (default) or json: one JSON object per line"
+    )
     serve_parser.set_defaults(func=serve)
 
     keys_parser = commands.add_parser("keys", help="manage API keys")

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(10.0, gt=0)
     allow_private_webhooks: bool = Field(False, description="Let webhooks reach private and loopback addresses")
 
+    log_format: Literal["text", "json"] = Field("text", description="Log lines: readable text, or one JSON object each")
+    metrics_public: bool = Field(False, description="Serve /metrics beyond loopback without a key")
+
     allow_private_urls: bool = Field(False, description="Let mask_url and image URLs reach private addresses")
     fetch_timeout_s: float = Field(10.0, gt=0)
     max_fetch_bytes: int = Field(16 * 1024 * 1024, gt=0)

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from journeyd import observe
 from journeyd.api import mjproxy, mymidjourney
 from journeyd.clock import Clock, SystemClock
 from journeyd.config import Settings
@@ -150,7 +151,7 @@ def build_runtime(
 ) -> Runtime:
     clock = clock or SystemClock()
     check_writable(settings.data_dir, durable=settings.durable)
-    store = SqliteStore(settings.database_path, durable=settings.durable)
+    store = SqliteStore(settings.database_path, durable=settings.durable, on_transition=observe.task_moved)
     images = LocalImageStore(settings.images_dir, durable=settings.durable, min_free_bytes=settings.min_free_mb * MIB)
     engines = _engines(settings, engine)
     fetcher = SafeFetcher(

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from journeyd import metrics
 from journeyd.clock import Clock
 from journeyd.domain.buttons import ENDPOINT_KINDS, Plan, parse_custom_id, plan_for, plan_named
 from journeyd.domain.errors import Conflict, InvalidRequest, NotFound, RateLimited, TooLarge, Unprocessable
@@ -310,6 +311,7 @@ class TaskService:
 
     def reclaim(self, *, every_lease: bool = False) -> Reclaimed:
         reclaimed = self.store.reclaim(self.clock.now_ms(), self.limits.max_attempts, every_lease=every_lease)
+        metrics.leases_reclaimed(len(reclaimed.requeued), len(reclaimed.failed))
         for task_id in reclaimed.requeued:
             self.dispatcher.wake(task_id)
         return reclaimed

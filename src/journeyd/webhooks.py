@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from journeyd import metrics
 from journeyd.clock import Clock
 from journeyd.domain.errors import InvalidRequest, JourneydError
 from journeyd.domain.task import Task
@@ -108,7 +109,7 @@ class Notifier:
     def _deliver(self, delivery: Delivery) -> None:
         now = self.clock.now_ms()
         if delivery.attempts and delivery.newer_pending:
-            self.store.settle_delivery(delivery.id, now, state="superseded", error="a newer update replaced it")
+            self._settle(delivery, now, state="superseded", error="a newer update replaced it")
             return
         task = delivery.task
         body = orjson.dumps(self.renderers[delivery.hook.format](task, f"{self.base_url}/images"))
@@ -117,27 +118,31 @@ class Notifier:
         try:
             answer = self.poster.post(delivery.hook.url, body, headers, what=what)
         except InvalidRequest as error:  # the URL itself is unusable: retrying cannot help
-            self.store.settle_delivery(delivery.id, now, state="failed", error=error.message)
+            self._settle(delivery, now, state="failed", error=error.message)
             return
         except JourneydError as error:  # unreachable, timed out, now resolves to a private address
             self._retry(delivery, now, error.message, None)
             return
         if 200 <= answer.status < 300:
-            self.store.settle_delivery(delivery.id, now, state="delivered")
+            self._settle(delivery, now, state="delivered")
         elif answer.status == GONE:
-            self.store.settle_delivery(delivery.id, now, state="failed", error="the receiver answered 410 Gone")
+            self._settle(delivery, now, state="failed", error="the receiver answered 410 Gone")
         else:
             retry_after = answer.retry_after if answer.status in THROTTLED else None
             self._retry(delivery, now, f"the receiver answered HTTP {answer.status}", retry_after)
 
+    def _settle(self, delivery: Delivery, now: int, *, state: str, **attempt: Any) -> None:
+        self.store.settle_delivery(delivery.id, now, state=state, **attempt)
+        metrics.webhook_delivery("retry" if state == "pending" else state)
+
     def _retry(self, delivery: Delivery, now: int, error: str, retry_after: str | None) -> None:
         if delivery.attempts >= len(RETRY_SCHEDULE_S):
-            self.store.settle_delivery(delivery.id, now, state="failed", error=f"{error}; gave up")
+            self._settle(delivery, now, state="failed", error=f"{error}; gave up")
             log.warning("webhook %s for task %s failed for good: %s", delivery.id, delivery.task.id, error)
             return
         wait_s = RETRY_SCHEDULE_S[delivery.attempts] * self._rng.uniform(0.9, 1.1)
         wait_s = max(wait_s, _retry_after_s(retry_after, now))
-        self.store.settle_delivery(delivery.id, now, state="pending", error=error, retry_at=now + int(wait_s * 1000))
+        self._settle(delivery, now, state="pending", error=error, retry_at=now + int(wait_s * 1000))
 
 
 def _retry_after_s(value: str | None, now_ms: int) -> float:

@@ -14,6 +14,7 @@ from typing import cast
 
 import numpy as np
 
+from journeyd import metrics
 from journeyd.clock import Clock
 from journeyd.domain.errors import JourneydError, StorageUnavailable, TaskCancelled
 from journeyd.domain.lifecycle import Status
@@ -41,8 +42,12 @@ class _Heartbeat:
     def __init__(self, worker: Worker, task: Task) -> None:
         self.worker, self.task = worker, task
         self.last_write, self.last_percent = -(10**18), -1
+        self.last_done = 0
 
     def __call__(self, done: int, total: int, preview: np.ndarray | None = None) -> None:
+        if done > self.last_done:
+            metrics.engine_steps(self.worker.engine.name, done - self.last_done)
+            self.last_done = done
         percent = max(0, min(99, done * 100 // max(total, 1)))
         now = self.worker.clock.now_ms()
         if now - self.last_write < self.worker.heartbeat_ms and percent - self.last_percent < 10:

@@ -13,10 +13,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from journeyd.api import apimart, images, mjproxy, mymidjourney
+from journeyd import metrics
+from journeyd.api import apimart, images, mjproxy, mymidjourney, observability
 from journeyd.api.auth import Authenticator
 from journeyd.api.errors import from_http
 from journeyd.api.limits import BodyLimit
+from journeyd.api.observability import RequestLog
 from journeyd.api.openapi import STATUS_MEANINGS, finish
 from journeyd.api.origins import HostGuard, HostPolicy
 from journeyd.api.readiness import Readiness, readiness
@@ -51,12 +53,15 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if manage_runtime:
+            metrics.forget_dead_processes()
             runtime.start()
         try:
             yield
         finally:
             if manage_runtime:
                 runtime.stop()
+                # here, not atexit: uvicorn ends the process by re-raising SIGTERM, which skips atexit
+                metrics.process_exiting()
 
     app = FastAPI(
         title="journeyd",
@@ -69,7 +74,9 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
     app.state.images = runtime.images
     app.state.public_url = settings.public_url.rstrip("/") if settings.public_url else None
     app.state.auth = Authenticator(runtime.store, allow_remote_anonymous=settings.insecure)
-    for router in (apimart.router, mjproxy.router, mymidjourney.router, images.router):
+    app.state.metrics_public = settings.metrics_public
+    app.state.queue_depth = observability.queue_depth(runtime.store)
+    for router in (apimart.router, mjproxy.router, mymidjourney.router, images.router, observability.router):
         # Added flat rather than with include_router, which nests a second round of route matching
         # into every request (measured: ~10% of a poll's cost).
         app.router.routes.extend(router.routes)
@@ -96,7 +103,7 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
         report = readiness(runtime)
         return JSONResponse(report, status_code=200 if report["ready"] else 503)
 
-    finish(app, public=PUBLIC_PATHS)
+    finish(app, public=PUBLIC_PATHS, key_beyond_loopback=("/metrics",))
 
     @app.exception_handler(HTTPException)
     async def refused(request: Request, error: HTTPException) -> Response:
@@ -125,4 +132,5 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
         cors_origins=settings.cors_origin_list(),
         render=render_for_path,
     )
+    app.add_middleware(RequestLog)  # added last, so outermost: it sees every answer, refusals included
     return app

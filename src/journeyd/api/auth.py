@@ -89,6 +89,7 @@ def caller_of(request: Request) -> Caller:
     """The caller of this request (raises 401/403), with the Idempotency-Key of its submit."""
     auth: Authenticator = request.app.state.auth
     caller = auth.authenticate(request)
+    request.state.key_prefix = caller.key.prefix if caller.key else None  # for the request's log line
     idempotency = idempotency_of(request)
     return dataclasses.replace(caller, idempotency=idempotency) if idempotency else caller
 

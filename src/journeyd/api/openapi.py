@@ -82,9 +82,10 @@ def link(operation_id: str, description: str, **values: Any) -> dict[str, Any]:
     return result
 
 
-def finish(app: FastAPI, *, public: Iterable[str]) -> None:
-    """Give `app` its finished document; `public` are the path prefixes anyone may call without a key."""
-    public = tuple(public)
+def finish(app: FastAPI, *, public: Iterable[str], key_beyond_loopback: Iterable[str] = ()) -> None:
+    """Give `app` its finished document; `public` are the path prefixes anyone may call without a key,
+    `key_beyond_loopback` those that need one only from another machine."""
+    public, loopback_free = tuple(public), tuple(key_beyond_loopback)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -106,7 +107,9 @@ def finish(app: FastAPI, *, public: Iterable[str]) -> None:
                         del content["application/json"]
                         if not content:
                             del responses["200"]
-                    if not path.startswith(public):
+                    if path.startswith(loopback_free):
+                        operation["security"] = [*SECURITY, {}]
+                    elif not path.startswith(public):
                         operation["security"] = SECURITY
             schemas = document.setdefault("components", {}).setdefault("schemas", {})
             schemas.pop("HTTPValidationError", None)

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from journeyd.domain.idempotency import Idempotency
 from journeyd.domain.keys import ApiKey, Charge
-from journeyd.domain.lifecycle import Status
+from journeyd.domain.lifecycle import Speed, Status
 from journeyd.domain.prompt import PromptSpec
 from journeyd.domain.task import Hook, Result, Task
 
@@ -69,6 +69,23 @@ class Delivery:
 class Reclaimed:
     requeued: list[str]
     failed: list[str]
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A task moved from `source` to `task.status` (`source` None: it was created), at `task.updated_at`.
+
+    A store hands one to its observer for every status change it committed, after the commit, so
+    each move is seen exactly once however many callers raced for it.
+    """
+
+    task: Task  # as it is after the move
+    source: Status | None
+    since: int | None  # when the task entered `source` (ms), where the store knows it
+    worker: str | None = None  # the worker taking, finishing or losing the task
+
+
+TransitionObserver = Callable[[Transition], None]
 
 
 class TaskStore(Protocol):
@@ -158,6 +175,9 @@ class TaskStore(Protocol):
         ones that already had `max_attempts` tries."""
 
     def queued_count(self, owner: str | None) -> int: ...
+
+    def queue_depth(self) -> dict[tuple[Speed, Status], int]:
+        """Tasks queued (SUBMITTED) and running (IN_PROGRESS), by speed; combinations with none are left out."""
 
     def queue_position(self, task_id: str) -> int:
         """How many queued tasks run before this one."""

@@ -11,6 +11,7 @@ A disk that is full, read-only or failing is a StorageUnavailable naming the dat
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -34,8 +35,11 @@ from journeyd.store.base import (
     LedgerEntry,
     QueueFull,
     Reclaimed,
+    Transition,
+    TransitionObserver,
 )
 
+log = logging.getLogger("journeyd.store")
 FINISHED_CACHE_SIZE = 10_000
 APPLICATION_ID = 0x6A6F7572  # "jour": stamped in the file's header by the readiness probe
 # primary result codes that mean the disk, not the code, is in trouble
@@ -274,10 +278,18 @@ _KEEP_IDEMPOTENCY_KEY = (
 )
 
 
+def _run_since(task: Task) -> int | None:
+    """When this run of a running task began: known for its first attempt (started_at is the first start)."""
+    return task.started_at if task.attempts == 1 else None
+
+
 class SqliteStore:
-    def __init__(self, path: Path | str, *, durable: bool = True) -> None:
+    def __init__(
+        self, path: Path | str, *, durable: bool = True, on_transition: TransitionObserver | None = None
+    ) -> None:
         self.path = str(path)
         self.synchronous = "FULL" if durable else "NORMAL"
+        self._observer = on_transition
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -327,6 +339,7 @@ class SqliteStore:
         with self._storage_errors():
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
+            self._local.moves = moves = []
             try:
                 yield conn
                 conn.execute("COMMIT")
@@ -338,11 +351,24 @@ class SqliteStore:
                     except sqlite3.Error:
                         self._drop(conn)
                 raise
+        self._announce(moves)
 
     def check_writable(self) -> None:
         """Readiness: a real write, committed (and synced, when durable), that touches no data."""
         with self._write() as conn:
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+
+    def _moved(self, task: Task, source: Status | None, since: int | None, worker: str | None = None) -> None:
+        """Note a status change made in this transaction: the observer hears of it once it commits."""
+        if self._observer is not None:
+            self._local.moves.append(Transition(task, source, since, worker))
+
+    def _announce(self, moves: list[Transition]) -> None:
+        for move in moves:
+            try:
+                self._observer(move)  # type: ignore[misc]
+            except Exception:  # the move is committed: a failing observer must not undo the caller's work
+                log.exception("observing task %s moving to %s failed", move.task.id, move.task.status.value)
 
     def _migrate(self) -> None:
         with self._write() as conn:
@@ -461,6 +487,7 @@ class SqliteStore:
             for charge in charges:
                 self._charge(conn, task.id, charge, task.created_at)
             self._emit(conn, task.id, task.created_at)
+            self._moved(task, None, None)
 
     @staticmethod
     def _insert(conn: sqlite3.Connection, task: Task) -> None:
@@ -582,7 +609,9 @@ class SqliteStore:
             if charge is not None:
                 self._charge(conn, task_id, charge, now)
             self._emit(conn, task_id, now)
-            return _task_from_row(row)
+            task = _task_from_row(row)
+            self._moved(task, Status.MODAL, task.created_at)  # a task is MODAL from its creation
+            return task
 
     def idempotent_submit(self, owner: str | None, key: str, now: int) -> IdempotentSubmit | None:
         row = (
@@ -601,16 +630,20 @@ class SqliteStore:
 
     def claim_next(self, worker: str, now: int, lease_ms: int) -> Task | None:
         with self._write() as conn:
-            row = conn.execute(
-                f"UPDATE tasks SET {_CLAIM} WHERE seq = "
-                "(SELECT seq FROM tasks WHERE status = 'submitted' ORDER BY priority DESC, seq LIMIT 1) "
-                f"RETURNING {_TASK_COLUMNS}",
-                {"now": now, "worker": worker, "until": now + lease_ms},
+            # A queued row is not updated while it waits, so its updated_at is when it was queued.
+            queued = conn.execute(
+                "SELECT seq, updated_at FROM tasks WHERE status = 'submitted' ORDER BY priority DESC, seq LIMIT 1"
             ).fetchone()
-            if row is None:
+            if queued is None:
                 return None
+            row = conn.execute(
+                f"UPDATE tasks SET {_CLAIM} WHERE seq = :seq RETURNING {_TASK_COLUMNS}",
+                {"now": now, "worker": worker, "until": now + lease_ms, "seq": queued["seq"]},
+            ).fetchone()
             self._emit(conn, row["id"], now)
-            return _task_from_row(row)
+            task = _task_from_row(row)
+            self._moved(task, Status.SUBMITTED, queued["updated_at"], worker)
+            return task
 
     def claim_batch(
         self, worker: str, now: int, lease_ms: int, *, limit: int, key: Callable[[Task], object | None]
@@ -640,6 +673,7 @@ class SqliteStore:
                 ).fetchone()
                 self._emit(conn, row["id"], now)
                 claimed.append(_task_from_row(row))
+                self._moved(claimed[-1], Status.SUBMITTED, task.updated_at, worker)
             return claimed
 
     def heartbeat(
@@ -695,10 +729,13 @@ class SqliteStore:
             if status.refunds:
                 self._refund(conn, task_id, now)
             self._emit(conn, task_id, now)
-            return _task_from_row(row)
+            task = _task_from_row(row)
+            self._moved(task, Status.IN_PROGRESS, _run_since(task), worker)
+            return task
 
     def cancel(self, task_id: str, now: int, reason: str) -> Task | None:
         with self._write() as conn:
+            before = conn.execute("SELECT status, updated_at FROM tasks WHERE id = ?", (task_id,)).fetchone()
             row = conn.execute(
                 "UPDATE tasks SET status = 'cancelled', fail_reason = ?, finished_at = ?, updated_at = ?, "
                 f"modal_deadline = NULL, {_BUMP} WHERE id = ? AND status IN {_in(_WAITING)} "
@@ -708,7 +745,9 @@ class SqliteStore:
             if row is not None:
                 self._refund(conn, task_id, now)
                 self._emit(conn, task_id, now)
-                return _task_from_row(row)
+                task = _task_from_row(row)
+                self._moved(task, Status(before["status"]), before["updated_at"])  # waiting rows are not updated
+                return task
             conn.execute(
                 "UPDATE tasks SET cancel_requested = 1, updated_at = ? WHERE id = ? AND status = 'in_progress'",
                 (now, task_id),
@@ -720,43 +759,47 @@ class SqliteStore:
         with self._write() as conn:
             rows = conn.execute(
                 "UPDATE tasks SET status = 'cancelled', fail_reason = ?, finished_at = ?, updated_at = ?, "
-                f"modal_deadline = NULL, {_BUMP} WHERE status = 'modal' AND modal_deadline <= ? RETURNING id",
+                f"modal_deadline = NULL, {_BUMP} WHERE status = 'modal' AND modal_deadline <= ? "
+                f"RETURNING {_TASK_COLUMNS}",
                 (reason, now, now, now),
             ).fetchall()
             for row in rows:
                 self._refund(conn, row["id"], now)
                 self._emit(conn, row["id"], now)
+                self._moved(_task_from_row(row), Status.MODAL, row["created_at"])
             return [row["id"] for row in rows]
 
     def reclaim(self, now: int, max_attempts: int, *, every_lease: bool = False) -> Reclaimed:
         with self._write() as conn:
             rows = conn.execute(
-                "SELECT id, attempts FROM tasks WHERE status = 'in_progress' AND (? OR lease_until < ?)",
+                "SELECT id, attempts, lease_owner FROM tasks WHERE status = 'in_progress' AND (? OR lease_until < ?)",
                 (every_lease, now),
             ).fetchall()
             requeued, failed = [], []
             for row in rows:
                 if row["attempts"] >= max_attempts:
-                    conn.execute(
+                    moved = conn.execute(
                         "UPDATE tasks SET status = 'failure', fail_reason = ?, finished_at = ?, updated_at = ?, "
-                        f"lease_owner = NULL, lease_until = NULL, {_BUMP} WHERE id = ?",
+                        f"lease_owner = NULL, lease_until = NULL, {_BUMP} WHERE id = ? RETURNING {_TASK_COLUMNS}",
                         (
                             f"the worker stopped while running this task {row['attempts']} times; giving up",
                             now,
                             now,
                             row["id"],
                         ),
-                    )
+                    ).fetchone()
                     self._refund(conn, row["id"], now)
                     failed.append(row["id"])
                 else:
-                    conn.execute(
+                    moved = conn.execute(
                         "UPDATE tasks SET status = 'submitted', lease_owner = NULL, lease_until = NULL, "
-                        f"updated_at = ?, {_BUMP} WHERE id = ?",
+                        f"updated_at = ?, {_BUMP} WHERE id = ? RETURNING {_TASK_COLUMNS}",
                         (now, row["id"]),
-                    )
+                    ).fetchone()
                     requeued.append(row["id"])
                 self._emit(conn, row["id"], now)
+                task = _task_from_row(moved)
+                self._moved(task, Status.IN_PROGRESS, _run_since(task), row["lease_owner"])
             return Reclaimed(requeued, failed)
 
     def queued_count(self, owner: str | None) -> int:
@@ -772,6 +815,13 @@ class SqliteStore:
             )
             .fetchone()[0]
         )
+
+    def queue_depth(self) -> dict[tuple[Speed, Status], int]:
+        rows = self._conn().execute(
+            "SELECT speed, status, COUNT(*) FROM tasks WHERE status IN ('submitted', 'in_progress') "
+            "GROUP BY speed, status"
+        )
+        return {(Speed(speed), Status(status)): count for speed, status, count in rows}
 
     # --- webhook outbox --------------------------------------------------------------------------
     def due_deliveries(self, now: int, limit: int = 100) -> list[Delivery]:
