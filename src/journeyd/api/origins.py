@@ -4,7 +4,7 @@ DNS rebinding: a page on any site can point its own name at 127.0.0.1 and then c
 the user's machine as if it were same-origin (the hole Ollama closed in 2024). The browser still
 sends the page's name as `Host`, so only the names the operator configured are served: loopback
 names and addresses, the bind address, `JOURNEYD_PUBLIC_URL` and `JOURNEYD_ALLOWED_HOSTS`. An IP
-literal cannot be rebound, so with a wildcard bind (0.0.0.0) every address of the machine works.
+literal cannot be rebound, so with a wildcard bind (0.0.0.0) any address is accepted as a Host.
 On top of that, a cross-origin browser request that carries no API key is refused, and CORS stays
 off unless origins are configured. The same check keeps a forged Host out of image URLs.
 """
