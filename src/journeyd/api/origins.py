@@ -11,12 +11,12 @@ off unless origins are configured. The same check keeps a forged Host out of ima
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
-from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -88,27 +88,36 @@ class HostGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        error = self._refusal(Headers(scope=scope))
+        host, origin, keyed = b"", None, False
+        for name, value in scope["headers"]:  # one pass over the raw headers: this runs on every poll
+            if name == b"host":
+                host = value
+            elif name == b"origin":
+                origin = value
+            elif name in KEY_HEADERS and value:
+                keyed = True
+        error = self._host_refusal(host)
+        if error is None and origin is not None:
+            error = self._origin_refusal(origin.decode("latin-1"), host.decode("latin-1"), keyed)
         if error is not None:
             await self.render(scope["path"], error)(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
-    def _refusal(self, headers: Headers) -> JourneydError | None:
-        host = headers.get("host", "")
+    @functools.lru_cache(maxsize=256)  # noqa: B019 - one guard per app, and few Host values
+    def _host_refusal(self, raw: bytes) -> JourneydError | None:
+        host = raw.decode("latin-1")
         name = host_name(host)
-        if name is None or not self.policy.allows(name):
-            shown = host if len(host) <= 80 else host[:80] + "…"
-            return InvalidRequest(
-                f"Host {shown!r} is not a name this server answers to; its operator can add it to "
-                "JOURNEYD_ALLOWED_HOSTS or set JOURNEYD_PUBLIC_URL"
-            )
-        origin = headers.get("origin")
-        if origin is None or origin.rstrip("/").lower() in self.cors_origins:
+        if name is not None and self.policy.allows(name):
             return None
-        if self._same_origin(origin, host):
-            return None
-        if any(headers.get(name.decode()) for name in KEY_HEADERS):
+        shown = host if len(host) <= 80 else host[:80] + "…"
+        return InvalidRequest(
+            f"Host {shown!r} is not a name this server answers to; its operator can add it to "
+            "JOURNEYD_ALLOWED_HOSTS or set JOURNEYD_PUBLIC_URL"
+        )
+
+    def _origin_refusal(self, origin: str, host: str, keyed: bool) -> JourneydError | None:
+        if keyed or origin.rstrip("/").lower() in self.cors_origins or self._same_origin(origin, host):
             return None
         return Forbidden(
             f"a page from {origin[:80]!r} may not use this server without an API key; send one, or have the "
