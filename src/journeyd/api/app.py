@@ -124,9 +124,10 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
             CORSMiddleware,
             allow_origins=settings.cors_origin_list(),
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "mj-api-secret", "Content-Type", "Idempotency-Key"],
+            allow_headers=["Authorization", "mj-api-secret", "Content-Type", "Idempotency-Key", "X-Request-Id"],
+            expose_headers=["X-Request-Id"],
         )
-    app.add_middleware(  # outermost: an unknown Host or a keyless cross-origin page gets nothing else
+    app.add_middleware(  # before the body is read: an unknown Host or a keyless cross-origin page gets nothing
         HostGuard,
         policy=HostPolicy(bind=settings.host, public_url=settings.public_url, allowed=settings.allowed_host_list()),
         cors_origins=settings.cors_origin_list(),

@@ -36,6 +36,9 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
+KEY_HEADERS = ("mj-api-secret", "authorization")  # the headers a client may carry its key in
+
+
 def presented_secret(request: Request) -> str | None:
     secret = request.headers.get("mj-api-secret")
     if secret:

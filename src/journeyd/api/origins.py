@@ -20,13 +20,14 @@ from urllib.parse import urlsplit
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from journeyd.api.auth import KEY_HEADERS
 from journeyd.domain.errors import Forbidden, InvalidRequest, JourneydError
 
 _HOST = re.compile(
     r"^(?P<name>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)(?::(?P<port>\d{1,5}))?$"
 )
 WILDCARD_BINDS = ("0.0.0.0", "::", "")
-KEY_HEADERS = (b"authorization", b"mj-api-secret")
+RAW_KEY_HEADERS = frozenset(name.encode() for name in KEY_HEADERS)
 
 
 def host_name(value: str) -> str | None:
@@ -94,7 +95,7 @@ class HostGuard:
                 host = value
             elif name == b"origin":
                 origin = value
-            elif name in KEY_HEADERS and value:
+            elif name in RAW_KEY_HEADERS and value:
                 keyed = True
         error = self._host_refusal(host)
         if error is None and origin is not None:
