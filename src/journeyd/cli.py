@@ -1,4 +1,4 @@
-"""The `journeyd` command: serve, keys, demo."""
+"""The `journeyd` command: serve, worker, migrate, keys, demo."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from journeyd.adapters import BadUrl, open_store, safe_url
 from journeyd.api.auth import is_loopback
 from journeyd.clock import SystemClock
 from journeyd.config import Settings
@@ -20,7 +21,7 @@ from journeyd.domain.errors import StorageUnavailable
 from journeyd.domain.ids import IdGenerator
 from journeyd.domain.keys import ApiKey, hash_secret, new_secret
 from journeyd.media.storage import check_writable
-from journeyd.store.sqlite import SqliteStore
+from journeyd.store.base import TaskStore
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -41,6 +42,9 @@ def _settings(args: argparse.Namespace) -> Settings:
         "dtype",
         "speedups",
         "log_format",
+        "database_url",
+        "broker_url",
+        "storage_url",
     ):
         value = getattr(args, name, None)
         if value is not None:
@@ -77,12 +81,18 @@ def serve(args: argparse.Namespace) -> int:
         print(f"journeyd: {error}", file=sys.stderr)
         return 2
     copies = f" on {len(runtime.engines)} devices" if len(runtime.engines) > 1 else ""
+    work = (
+        f"{len(runtime.workers)} worker(s)"
+        if settings.broker_url is None
+        else f"broker {safe_url(settings.broker_url)}"
+    )
     logging.getLogger("journeyd").info(
-        "journeyd %s engine%s, %d worker(s), data in %s, listening on %s",
+        "journeyd %s engine%s, %s, database %s, images %s, listening on %s",
         settings.engine,
         copies,
-        len(runtime.workers),
-        settings.data_dir.resolve(),
+        work,
+        safe_url(settings.database),
+        settings.storage,
         settings.base_url,
     )
     # uvicorn's own lines go through our handler (log_config=None); its access log stays off: we log each request
@@ -115,11 +125,43 @@ def keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_store(settings: Settings, *, create: bool = False) -> SqliteStore:
-    """The data dir's database; with `create`, the data dir is made if new and checked to be writable."""
+def _open_store(settings: Settings, *, create: bool = False) -> TaskStore:
+    """The configured database, migrated; with `create`, the data dir is made if new and checked to be writable."""
     if create:
         check_writable(settings.data_dir, durable=settings.durable)
-    return SqliteStore(settings.database_path, durable=settings.durable)
+    return open_store(settings)
+
+
+def migrate(args: argparse.Namespace) -> int:
+    """Bring the database's schema up to date, alone (`serve` and `worker` also do it at start-up)."""
+    settings = _settings(args)
+    store = _open_store(settings, create=True)
+    store.close()
+    print(f"journeyd: {safe_url(settings.database)} is up to date", file=sys.stderr)
+    return 0
+
+
+def worker(args: argparse.Namespace) -> int:
+    """A Celery worker process: loads its engine, then runs the tasks of the models it serves."""
+    from journeyd import logs
+    from journeyd.dispatch.celery import make_celery, run_worker
+    from journeyd.runtime import build_workers
+
+    settings = _settings(args)
+    logs.configure(settings.log_format, args.log_level)
+    if settings.broker_url is None:
+        print("journeyd: a worker needs JOURNEYD_BROKER_URL (or --broker-url amqp://...)", file=sys.stderr)
+        return 2
+    try:
+        store, _images, workers = build_workers(settings)
+    except (ValueError, OSError, RuntimeError) as error:
+        print(f"journeyd: {error}", file=sys.stderr)
+        return 2
+    try:
+        app = make_celery(settings.broker_url, namespace=settings.broker_namespace)
+        return run_worker(app, workers, namespace=settings.broker_namespace, loglevel=args.log_level.upper())
+    finally:
+        store.close()
 
 
 def keys_list(args: argparse.Namespace) -> int:
@@ -143,7 +185,7 @@ def keys_credit(args: argparse.Namespace) -> int:
     return _change_key(args, lambda store, now: store.grant(args.key_id, args.credits, now))
 
 
-def _change_key(args: argparse.Namespace, change: Callable[[SqliteStore, int], ApiKey | None]) -> int:
+def _change_key(args: argparse.Namespace, change: Callable[[TaskStore, int], ApiKey | None]) -> int:
     """Apply `change` to the key named on the command line (a running server sees it at its next request)."""
     store = _open_store(_settings(args))
     try:
@@ -262,6 +304,38 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def common(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--data-dir", help="database and images (default ./journeyd-data, or JOURNEYD_DATA_DIR)")
+        sub.add_argument(
+            "--database-url", help="sqlite:///file (default: in the data dir) or postgresql://user@host:port/db"
+        )
+
+    def fleet(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--broker-url", help="amqp://user:pw@host:5672// : hand tasks to `journeyd worker`s")
+        sub.add_argument("--storage-url", help="file:///path (default: in the data dir) or s3://bucket/prefix")
+
+    def engine_flags(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--engine", help="classic (default, CPU, no weights) or diffusers")
+        sub.add_argument("--model", help="diffusers: hub id, diffusers folder or .safetensors, for every --v")
+        sub.add_argument("--models", help="diffusers: TOML file of [[profile]] tables mapping --v to models")
+        sub.add_argument("--model-family", help="diffusers: sd15, sdxl or flux, when it cannot be told")
+        sub.add_argument(
+            "--device",
+            help="diffusers: cuda, cuda:N, mps or cpu, or a comma list (cuda:0,cuda:1) for one engine on each "
+            "(default: every GPU there is, else the best device)",
+        )
+        sub.add_argument(
+            "--dtype",
+            choices=("auto", "float32", "bfloat16", "float16"),
+            help="diffusers: auto (default: bf16/fp16 on a GPU, bf16 on a CPU with native bf16, else fp32)",
+        )
+        sub.add_argument(
+            "--speedups",
+            help="diffusers: auto (default), none, or "
+            "channels_last,fused_qkv,compile,cuda_graphs,compile_vae,fp8,cache",
+        )
+        sub.add_argument("--log-level", default="info")
+        sub.add_argument(
+            "--log-format", choices=("text", "json"), help="text (default) or json: one JSON object per line"
+        )
 
     serve_parser = commands.add_parser("serve", help="run the API server")
     common(serve_parser)
@@ -272,33 +346,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     serve_parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve_parser.add_argument("--port", type=int, help="port (default 8080)")
-    serve_parser.add_argument("--engine", help="classic (default, CPU, no weights) or diffusers")
-    serve_parser.add_argument("--model", help="diffusers: hub id, diffusers folder or .safetensors, for every --v")
-    serve_parser.add_argument("--models", help="diffusers: TOML file of [[profile]] tables mapping --v to models")
-    serve_parser.add_argument("--model-family", help="diffusers: sd15, sdxl or flux, when it cannot be told")
+    engine_flags(serve_parser)
+    fleet(serve_parser)
     serve_parser.add_argument(
-        "--device",
-        help="diffusers: cuda, cuda:N, mps or cpu, or a comma list (cuda:0,cuda:1) for one engine on each "
-        "(default: every GPU there is, else the best device)",
+        "--workers", type=int, help="in-process worker threads (default: one per device; 0 = an API node)"
     )
-    serve_parser.add_argument(
-        "--dtype",
-        choices=("auto", "float32", "bfloat16", "float16"),
-        help="diffusers: auto (default: bf16/fp16 on a GPU, bf16 on a CPU with native bf16, else fp32)",
-    )
-    serve_parser.add_argument(
-        "--speedups",
-        help="diffusers: auto (default), none, or channels_last,fused_qkv,compile,cuda_graphs,compile_vae,fp8,cache",
-    )
-    serve_parser.add_argument("--workers", type=int, help="in-process worker threads (default: one per device)")
     serve_parser.add_argument("--public-url", help="base URL clients reach this server at")
     serve_parser.add_argument("--prices", help="price table: JSON/TOML file or inline JSON (billing off if unset)")
     serve_parser.add_argument("--insecure", action="store_true", help="listen beyond loopback without API keys")
-    serve_parser.add_argument("--log-level", default="info")
-    serve_parser.add_argument(
-        "--log-format", choices=("text", "json"), help="text (default) or json: one JSON object per line"
-    )
     serve_parser.set_defaults(func=serve)
+
+    worker_parser = commands.add_parser("worker", help="a worker process of a fleet (Celery over RabbitMQ)")
+    common(worker_parser)
+    engine_flags(worker_parser)
+    fleet(worker_parser)
+    worker_parser.set_defaults(func=worker)
+
+    migrate_parser = commands.add_parser("migrate", help="bring the database schema up to date, then exit")
+    common(migrate_parser)
+    migrate_parser.set_defaults(func=migrate)
 
     keys_parser = commands.add_parser("keys", help="manage API keys")
     key_commands = keys_parser.add_subparsers(dest="keys_command", required=True)
@@ -332,6 +398,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except StorageUnavailable as error:  # a data dir journeyd cannot write: where and why, no traceback
         print(f"journeyd: cannot write to {error.place}: {error.problem}", file=sys.stderr)
+        return 2
+    except BadUrl as error:
+        print(f"journeyd: {error}", file=sys.stderr)
         return 2
 
 

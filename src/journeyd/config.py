@@ -22,6 +22,31 @@ class Settings(BaseSettings):
         description="full: every acknowledged write is on the disk (synchronous=FULL, images fsynced); "
         "fast: survives the process dying, not a power cut",
     )
+    database_url: str | None = Field(
+        None,
+        description="sqlite:///path (default: journeyd.sqlite3 in the data dir) or "
+        "postgresql://user:pw@host:port/db, which several API nodes and workers share",
+    )
+    broker_url: str | None = Field(
+        None,
+        description="unset: worker threads in this process; amqp://user:pw@host:5672// : Celery over RabbitMQ, "
+        "with `journeyd worker` processes doing the work",
+    )
+    broker_namespace: str = Field(
+        "journeyd",
+        pattern=r"^[a-z][a-z0-9_-]{0,39}$",
+        description="Prefix of the RabbitMQ exchange and queues, so several deployments can share one broker",
+    )
+    storage_url: str | None = Field(
+        None,
+        description="file:///path (default: images/ in the data dir) or s3://bucket/prefix, with the standard "
+        "AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION",
+    )
+    handover_s: float = Field(
+        30.0,
+        gt=0,
+        description="A queued task no worker took this long after its hand-over is handed to the broker again",
+    )
     min_free_mb: int = Field(64, ge=0, description="/readyz fails when the images folder has less free space (MiB)")
     host: str = "127.0.0.1"
     port: int = 8080
@@ -60,6 +85,9 @@ class Settings(BaseSettings):
         1, ge=1, le=16, description="Compatible Imagine tasks queued back to back drawn in one engine call (diffusers)"
     )
     classic_size: int = Field(512, ge=64, le=2048, description="Side of a square classic-engine image")
+    classic_step_s: float = Field(
+        0.0, ge=0, le=10, description="classic: each step also waits this long (a GPU's pace, for tests and benches)"
+    )
 
     modal_timeout_s: float = Field(1800, gt=0, description="A MODAL task not given a modal is cancelled after this")
     lease_s: float = Field(60, gt=0, description="A running task whose worker is silent this long is requeued")
@@ -100,6 +128,14 @@ class Settings(BaseSettings):
     @property
     def images_dir(self) -> Path:
         return self.data_dir / "images"
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{self.database_path.resolve()}"
+
+    @property
+    def storage(self) -> str:
+        return self.storage_url or f"file://{self.images_dir.resolve()}"
 
     @property
     def base_url(self) -> str:

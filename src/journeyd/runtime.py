@@ -1,4 +1,5 @@
-"""Wiring: build the store, media, engine, service, workers and upkeep from Settings."""
+"""Wiring: build the store, media, engine, service, workers and upkeep from Settings (the adapters
+themselves are chosen in `adapters.py`)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from journeyd import observe
+from journeyd.adapters import RunningDispatcher, open_dispatcher, open_images, open_store
 from journeyd.api import mjproxy, mymidjourney
 from journeyd.clock import Clock, SystemClock
 from journeyd.config import Settings
-from journeyd.dispatch.local import LocalDispatcher
 from journeyd.domain.ids import IdGenerator
 from journeyd.domain.moderation import BannedWords
 from journeyd.domain.task import Hook
@@ -22,10 +23,10 @@ from journeyd.engines import load_engines
 from journeyd.engines.base import Engine
 from journeyd.maintenance import Maintenance
 from journeyd.media.fetch import SafeFetcher
-from journeyd.media.storage import MIB, LocalImageStore, check_writable
+from journeyd.media.storage import ImageStore, check_writable
 from journeyd.periodic import Periodic
 from journeyd.service import Limits, TaskService
-from journeyd.store.sqlite import SqliteStore
+from journeyd.store.base import TaskStore
 from journeyd.webhooks import Notifier, Signer, load_secret
 from journeyd.worker import Worker
 
@@ -34,6 +35,10 @@ WEBHOOK_INTERVAL_S = 0.5  # how soon a task update reaches its webhook
 
 class DataDirBusy(RuntimeError):
     pass
+
+
+class FleetMisconfigured(ValueError):
+    """Settings that cannot work together in a fleet; the message says which and what to set."""
 
 
 class DataDirLock:
@@ -65,12 +70,12 @@ class DataDirLock:
 class Runtime:
     settings: Settings
     clock: Clock
-    store: SqliteStore
-    images: LocalImageStore
+    store: TaskStore
+    images: ImageStore
     engines: list[Engine]  # one per device; worker i draws on engines[i % len(engines)]
     service: TaskService
     workers: list[Worker]
-    dispatcher: LocalDispatcher
+    dispatcher: RunningDispatcher
     maintenance: Maintenance
     notifier: Notifier
     lock: DataDirLock
@@ -84,7 +89,8 @@ class Runtime:
     def start(self) -> None:
         """Take the data dir, recover what a previous process left running, then start working."""
         self.lock.acquire()
-        self.service.reclaim(every_lease=True)  # we hold the lock: any running task is an orphan
+        # alone on the data dir, any running task is an orphan; a shared store's other nodes are alive
+        self.service.reclaim(every_lease=not self.store.shared)
         self.maintenance.run_once()
         self.dispatcher.start()
         # the outbox survived the restart too: pending deliveries go out on the first pass
@@ -120,7 +126,7 @@ class Runtime:
 
 
 def _make_worker(
-    settings: Settings, store: SqliteStore, images: LocalImageStore, engine: Engine, clock: Clock, name: str
+    settings: Settings, store: TaskStore, images: ImageStore, engine: Engine, clock: Clock, name: str
 ) -> Worker:
     return Worker(
         store,
@@ -141,6 +147,30 @@ def _engines(settings: Settings, given: Engine | Sequence[Engine] | None) -> lis
     return list(given) if isinstance(given, Sequence) else [given]
 
 
+def _thread_count(settings: Settings, given: Engine | Sequence[Engine] | None) -> int | None:
+    """In-process worker threads (None: one per engine device). With a broker, the work runs in
+    `journeyd worker` processes, so this process runs none."""
+    if settings.broker_url is None:
+        return settings.workers
+    if settings.workers:
+        raise FleetMisconfigured(
+            "with JOURNEYD_BROKER_URL set, tasks run in `journeyd worker` processes: serve with --workers 0"
+        )
+    return 0
+
+
+def build_workers(settings: Settings, *, clock: Clock | None = None) -> tuple[TaskStore, ImageStore, list[Worker]]:
+    """A worker process's parts (`journeyd worker`): the shared store and images, and one worker per
+    engine device, each running one task at a time."""
+    clock = clock or SystemClock()
+    store = open_store(settings, on_transition=observe.task_moved)
+    images = open_images(settings)
+    engines = load_engines(settings)
+    host = os.uname().nodename
+    workers = [_make_worker(settings, store, images, e, clock, f"{host}-{i}") for i, e in enumerate(engines)]
+    return store, images, workers
+
+
 def build_runtime(
     settings: Settings,
     *,
@@ -151,8 +181,15 @@ def build_runtime(
 ) -> Runtime:
     clock = clock or SystemClock()
     check_writable(settings.data_dir, durable=settings.durable)
-    store = SqliteStore(settings.database_path, durable=settings.durable, on_transition=observe.task_moved)
-    images = LocalImageStore(settings.images_dir, durable=settings.durable, min_free_bytes=settings.min_free_mb * MIB)
+    count = _thread_count(settings, engine)
+    store = open_store(settings, on_transition=observe.task_moved)
+    if store.shared and not settings.webhook_secret:
+        store.close()
+        raise FleetMisconfigured(
+            "a shared database needs JOURNEYD_WEBHOOK_SECRET (whsec_<base64>), the same on every API node, "
+            "so that webhooks from every node carry one signature"
+        )
+    images = open_images(settings)
     engines = _engines(settings, engine)
     fetcher = SafeFetcher(
         allow_private=settings.allow_private_urls,
@@ -163,11 +200,11 @@ def build_runtime(
     webhook_http = SafeFetcher(
         allow_private=settings.allow_private_webhooks, timeout_s=settings.webhook_timeout_s, allowed_ports=None
     )
-    count = len(engines) if settings.workers is None else settings.workers
     workers = [
-        _make_worker(settings, store, images, engines[i % len(engines)], clock, f"worker{i}") for i in range(count)
+        _make_worker(settings, store, images, engines[i % len(engines)], clock, f"worker{i}")
+        for i in range(len(engines) if count is None else count)
     ]
-    dispatcher = LocalDispatcher(workers)
+    dispatcher = open_dispatcher(settings, workers)
     rng = random.Random(seed)
     if entropy is None and seed is not None:
         id_rng = random.Random(seed + 1)  # its own stream, so ids do not shift the seeds tasks get

@@ -30,6 +30,13 @@ log = logging.getLogger("journeyd.worker")
 PREVIEW = "preview.jpg"
 
 
+def output_key(task: Task, name: str) -> str:
+    """Where this run of the task saves an output. Each run has its own names (the first keeps the
+    plain ones), so a worker that lost its lease and carries on can never overwrite the images of
+    the run that finished the task: its finish is refused, and its files are its own to delete."""
+    return f"{task.id}/{name}" if task.attempts <= 1 else f"{task.id}/run{task.attempts}-{name}"
+
+
 class LeaseLost(Exception):
     """Another worker took the task over (our lease ran out); stop without writing anything."""
 
@@ -166,16 +173,19 @@ class Worker:
         except StorageUnavailable as error:  # the row keeps its lease: the lease reclaim requeues it
             log.error("task %s: could not record its end (%s); it runs again once its lease runs out", task.id, error)
             return task
-        if done is not None:
+        if done is None:  # our lease ran out and another run holds the task: what we saved is a stray
+            log.warning("task %s: lease lost before its end was recorded, leaving it to its new worker", task.id)
+            self._discard_outputs(task)
+        else:
             self.images.delete(f"{task.id}/{PREVIEW}")  # previews are for while it runs
             if status is not Status.SUCCESS:
                 self._discard_outputs(task)
         return done or self.store.get_task(task.id) or task
 
     def _discard_outputs(self, task: Task) -> None:
-        """A task that ended without success leaves no images behind (its inputs stay: mask, prompts)."""
+        """A run that did not end in success leaves no images behind (its inputs stay: mask, prompts)."""
         for name in [*(f"{i}.png" for i in range(CANDIDATES)), "grid.png"]:
-            self.images.delete(f"{task.id}/{name}")
+            self.images.delete(output_key(task, name))
 
     def _inputs(self, task: Task) -> Inputs:
         def load(key: str):  # type: ignore[no-untyped-def]
@@ -190,11 +200,11 @@ class Worker:
 
     def _save(self, task: Task, rendered: Rendered) -> Result:
         """Put the images on the disk (synced, when durable) before the row that names them commits."""
-        files = [(f"{task.id}/{i}.png", encode_png(image)) for i, image in enumerate(rendered.images)]
+        files = [(output_key(task, f"{i}.png"), encode_png(image)) for i, image in enumerate(rendered.images)]
         keys = tuple(key for key, _ in files)
         grid = keys[0]
         if rendered.kind == "grid":
-            grid = f"{task.id}/grid.png"
+            grid = output_key(task, "grid.png")
             files.append((grid, encode_png(make_grid(rendered.images))))
         self.images.put_many(files)
         height, width = rendered.images[0].shape[:2]

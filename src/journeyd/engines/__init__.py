@@ -14,7 +14,7 @@ def load_engines(settings: Settings) -> list[Engine]:
     if settings.engine == "classic":
         from journeyd.engines.classic import ClassicEngine
 
-        return [ClassicEngine(base_size=settings.classic_size)]
+        return [ClassicEngine(base_size=settings.classic_size, step_delay_s=settings.classic_step_s)]
     if settings.engine == "diffusers":
         from journeyd.engines.diffusion import DiffusionEngine, load_profiles
         from journeyd.engines.diffusion.loading import devices_of, pick_device

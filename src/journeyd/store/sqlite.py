@@ -284,6 +284,7 @@ def _run_since(task: Task) -> int | None:
 
 
 class SqliteStore:
+    shared = False  # one process owns the data dir: at its start, every running task is an orphan
     def __init__(
         self, path: Path | str, *, durable: bool = True, on_transition: TransitionObserver | None = None
     ) -> None:

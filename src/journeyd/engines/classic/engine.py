@@ -8,6 +8,7 @@ Region and outpainting).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 
 import cv2
@@ -29,10 +30,11 @@ class ClassicEngine:
 
     name = "classic"
 
-    def __init__(self, base_size: int = 512) -> None:
+    def __init__(self, base_size: int = 512, *, step_delay_s: float = 0.0) -> None:
         if base_size < 64:
             raise ValueError(f"base_size must be at least 64, got {base_size}")
         self.base_size = base_size
+        self.step_delay_s = step_delay_s  # each step also waits this long: a GPU's pace, for fleet tests and benches
 
     def check(self, prompt: PromptSpec) -> None:
         """Every version and flag can be drawn: there is no model to map them to."""
@@ -68,7 +70,7 @@ class ClassicEngine:
     ) -> list[Image]:
         width, height = _check_size(size)
         recipe = read_prompt(prompt)
-        tick = _counter(progress, len(seeds) * STAGES)
+        tick = _counter(progress, len(seeds) * STAGES, self.step_delay_s)
         init = _to_float(_cover(init_images[0], width, height)) if len(init_images) else None
         # --iw 1 -> the image prompt is half the picture; --iw 3 -> three quarters.
         iw = 1.0 if prompt.image_weight is None else prompt.image_weight
@@ -87,7 +89,7 @@ class ClassicEngine:
         strength = float(np.clip(strength, 0.0, 1.0))
         h, w = image.shape[:2]
         total = len(seeds) * (STAGES + 1)
-        tick = _counter(progress, total)
+        tick = _counter(progress, total, self.step_delay_s)
         if strength == 0.0:
             return _unchanged(image, seeds, tick, total)
         recipe = read_prompt(prompt)
@@ -117,7 +119,7 @@ class ClassicEngine:
     def upscale(self, image: Image, prompt: PromptSpec, mode: UpscaleMode, seed: int, progress: Progress) -> Image:
         if mode not in ("subtle", "creative"):
             raise ValueError(f"unknown upscale mode {mode!r}")
-        tick = _counter(progress, 3)
+        tick = _counter(progress, 3, self.step_delay_s)
         h, w = image.shape[:2]
         source = np.ascontiguousarray(image[..., :3]).astype(np.float32)
         if prompt.tile:
@@ -164,7 +166,7 @@ class ClassicEngine:
         if hole.shape != (h, w):
             raise ValueError(f"mask shape {hole.shape} does not match image shape {(h, w)}")
         total = 1 + len(seeds) * (STAGES + 1)
-        tick = _counter(progress, total)
+        tick = _counter(progress, total, self.step_delay_s)
         if not hole.any():
             return _unchanged(image, seeds, tick, total)
 
@@ -247,12 +249,14 @@ def _check_size(size: tuple[int, int]) -> tuple[int, int]:
     return width, height
 
 
-def _counter(progress: Progress, total: int) -> Callable[[], None]:
-    """A tick() that reports one more finished step; cancellation raises out of it."""
+def _counter(progress: Progress, total: int, delay_s: float = 0.0) -> Callable[[], None]:
+    """A tick() that reports one more finished step (after `delay_s`); cancellation raises out of it."""
     done = 0
 
     def tick() -> None:
         nonlocal done
+        if delay_s:
+            time.sleep(delay_s)
         done += 1
         progress(min(done, total), total)
 

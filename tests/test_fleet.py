@@ -1,0 +1,269 @@
+"""A fleet of real processes: two API nodes and classic workers on one PostgreSQL database, one RabbitMQ
+and one SeaweedFS S3 server. Each test breaks one part the way production breaks it (kill -9, SIGSTOP,
+a broker or database restart, S3 going away) and checks that nothing is lost and nothing charged twice.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import psycopg
+import pytest
+from PIL import Image
+
+from tests.conftest import box_mask, png_data_url
+from tests.fleet import Fleet
+from tests.servers import journeyd
+from tests.test_seed_flow import _beyond_feather
+
+pytestmark = pytest.mark.timeout(240)
+PRICES = json.dumps({"midjourney@imagine": 5, "midjourney@upscale": 2, "midjourney@inpaint": 3})
+FINAL = {"SUCCESS", "FAILURE", "CANCEL"}
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, pg_url: str, s3: Any) -> Iterator[Fleet]:
+    fleet = Fleet(
+        tmp_path,
+        database_url=pg_url,
+        s3_env=s3.env,
+        storage_url=f"s3://{s3.bucket}/t{uuid.uuid4().hex[:8]}",
+        prices=PRICES,
+        lease_s=3,
+        handover_s=2,
+        sweep_interval_s=0.2,
+    )
+    yield fleet
+    fleet.stop()
+
+
+def new_key(fleet: Fleet, credits: int = 100) -> dict[str, str]:
+    made = journeyd(
+        "keys", "create", "--credits", str(credits), env={**fleet.env, "JOURNEYD_DATA_DIR": str(fleet.root)}
+    )
+    assert made.returncode == 0, made.stderr
+    return {"Authorization": f"Bearer {made.stdout.strip()}"}
+
+
+def submit(client: httpx.Client, path: str, body: dict[str, Any]) -> str:
+    answer = client.post(path, json=body)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["data"][0]["task_id"]
+
+
+def wait(client: httpx.Client, task_id: str, until: Callable[[dict], bool], timeout_s: float = 90) -> dict:
+    deadline = time.monotonic() + timeout_s
+    task: dict = {}
+    while time.monotonic() < deadline:
+        answer = client.get(f"/v1/midjourney/{task_id}")
+        if answer.status_code == 200:
+            task = answer.json()
+            if until(task):
+                return task
+        time.sleep(0.05)
+    raise AssertionError(f"task {task_id} stayed {task.get('status')}: {task}")
+
+
+def ended(client: httpx.Client, task_id: str, timeout_s: float = 90) -> dict:
+    return wait(client, task_id, lambda task: task["status"] in FINAL, timeout_s)
+
+
+def image(client: httpx.Client, url: str) -> np.ndarray:
+    answer = client.get("/" + url.split("://", 1)[1].split("/", 1)[1])
+    assert answer.status_code == 200, answer.text
+    return np.asarray(Image.open(io.BytesIO(answer.content)).convert("RGB"))
+
+
+def ledger(pg_url: str) -> tuple[dict[str, int], dict[str, int], int]:
+    """(charges per task, refunds per task, the key's balance), read from the database itself."""
+    with psycopg.connect(pg_url) as db:
+        charges = dict(db.execute("SELECT task_id, COUNT(*) FROM ledger WHERE kind = 'charge' GROUP BY task_id"))
+        refunds = dict(db.execute("SELECT task_id, COUNT(*) FROM ledger WHERE kind = 'refund' GROUP BY task_id"))
+        (balance,) = db.execute("SELECT balance FROM api_keys").fetchone()  # type: ignore[misc]
+    return charges, refunds, balance
+
+
+def bare(task_id: str) -> str:
+    return task_id.removeprefix("task_")
+
+
+def test_the_seed_flow_crosses_two_api_nodes_and_two_workers(fleet: Fleet, pg_url: str) -> None:
+    headers = new_key(fleet)
+    one, two = fleet.api(), fleet.api()
+    fleet.worker(), fleet.worker()
+    with fleet.client(one, **headers) as a, fleet.client(two, **headers) as b:
+        grid = ended(b, submit(a, "/v1/midjourney/generations", {"prompt": "a red fox in the snow --ar 3:2"}))
+        assert grid["status"] == "SUCCESS" and len(grid["image_urls"]) == 4
+        upscaled = ended(a, submit(b, "/v1/midjourney/generations/upscale", {"task_id": grid["id"], "index": 1}))
+        assert upscaled["status"] == "SUCCESS"
+        parent = image(b, upscaled["image_urls"][0])
+        np.testing.assert_array_equal(parent, image(a, grid["image_urls"][0]))  # either node serves every image
+
+        modal_id = submit(a, "/v1/midjourney/generations/inpaint", {"task_id": upscaled["id"], "speed": "fast"})
+        assert wait(b, modal_id, lambda task: task["status"] == "MODAL")["action"] == "INPAINT"
+        height, width = parent.shape[:2]
+        mask = box_mask(width, height, (width // 4, height // 4, width // 2, height // 2))
+        answer = b.post(
+            "/v1/midjourney/generations/modal",
+            json={"task_id": modal_id, "prompt": "a blue butterfly", "mask_url": png_data_url(mask)},
+        )
+        assert answer.status_code == 200, answer.text
+        result = ended(a, modal_id)
+        assert result["status"] == "SUCCESS" and len(result["image_urls"]) == 4
+        far = _beyond_feather(mask)
+        for url in result["image_urls"]:
+            candidate = image(b, url)
+            np.testing.assert_array_equal(candidate[far], parent[far])  # bit-identical beyond the feather
+    charges, refunds, balance = ledger(pg_url)
+    assert sorted(charges.values()) == [1, 1, 1] and not refunds and balance == 100 - 5 - 2 - 3
+
+
+def test_a_worker_killed_mid_task_leaves_it_to_another_one_success_one_charge(fleet: Fleet, pg_url: str) -> None:
+    fleet.env["JOURNEYD_CLASSIC_STEP_S"] = "0.4"  # 12 steps: about 5 s a task, time to kill it in the middle
+    headers = new_key(fleet)
+    api = fleet.api()
+    doomed = fleet.worker()
+    with fleet.client(api, **headers) as client:
+        task_id = submit(client, "/v1/midjourney/generations", {"prompt": "storm over a harbour"})
+        wait(client, task_id, lambda task: task["status"] == "IN_PROGRESS" and task["progress"] != "0%")
+        doomed.kill()
+        fleet.worker()
+        task = ended(client, task_id)
+        assert task["status"] == "SUCCESS", task
+        for url in task["image_urls"]:
+            assert image(client, url).shape[2] == 3
+    charges, refunds, balance = ledger(pg_url)
+    assert charges == {bare(task_id): 1} and not refunds and balance == 95
+    with psycopg.connect(pg_url) as db:
+        (attempts,) = db.execute("SELECT attempts FROM tasks WHERE id = %s", (bare(task_id),)).fetchone()  # type: ignore[misc]
+    assert attempts == 2
+
+
+def test_a_worker_stopped_past_its_lease_cannot_finish_or_replace_images(fleet: Fleet, pg_url: str) -> None:
+    fleet.env["JOURNEYD_CLASSIC_STEP_S"] = "0.4"
+    headers = new_key(fleet)
+    api = fleet.api()
+    stopped = fleet.worker()
+    with fleet.client(api, **headers) as client:
+        task_id = submit(client, "/v1/midjourney/generations", {"prompt": "a lighthouse at dusk"})
+        wait(client, task_id, lambda task: task["status"] == "IN_PROGRESS" and task["progress"] != "0%")
+        stopped.signal(signal.SIGSTOP)
+        fleet.worker()  # the lease (3 s) runs out; the task is requeued and this worker runs it
+        task = ended(client, task_id)
+        assert task["status"] == "SUCCESS"
+        pictures = [image(client, url) for url in task["image_urls"]]
+        stopped.signal(signal.SIGCONT)  # it wakes up mid-render, believing it still holds the task
+        deadline = time.monotonic() + 15
+        while "lease lost" not in stopped.read_log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "lease lost" in stopped.read_log(), stopped.read_log()
+        again = ended(client, task_id)
+        assert again["image_urls"] == task["image_urls"] and again["status"] == "SUCCESS"
+        for url, picture in zip(task["image_urls"], pictures, strict=True):
+            np.testing.assert_array_equal(image(client, url), picture)
+    charges, refunds, _ = ledger(pg_url)
+    assert charges == {bare(task_id): 1} and not refunds
+
+
+def test_an_api_node_killed_mid_submit_leaves_each_submit_whole_or_absent(fleet: Fleet, pg_url: str) -> None:
+    headers = new_key(fleet, credits=1000)
+    doomed, survivor = fleet.api(), fleet.api()
+    fleet.worker()
+    accepted: list[str] = []
+    with fleet.client(doomed, **headers) as client:
+        for i in range(40):
+            if i == 20:
+                subprocess.Popen(["kill", "-9", str(doomed.process.pid)])  # type: ignore[union-attr]
+            try:
+                accepted.append(submit(client, "/v1/midjourney/generations", {"prompt": f"tide pool {i}"}))
+            except (httpx.HTTPError, AssertionError):
+                break
+    assert 20 <= len(accepted) < 40
+    with fleet.client(survivor, **headers) as client:
+        for task_id in accepted:
+            assert ended(client, task_id)["status"] == "SUCCESS"
+    with psycopg.connect(pg_url) as db:
+        tasks = {task_id for (task_id,) in db.execute("SELECT id FROM tasks")}
+    charges, refunds, balance = ledger(pg_url)
+    assert {bare(t) for t in accepted} <= tasks  # every acknowledged submit exists
+    assert set(charges) == tasks and set(charges.values()) == {1} and not refunds  # each task charged once
+    assert balance == 1000 - 5 * len(tasks)
+
+
+def test_a_broker_restart_loses_nothing_and_submits_during_it_are_accepted(fleet: Fleet, pg_url: str) -> None:
+    headers = new_key(fleet)
+    api = fleet.api()
+    with fleet.client(api, **headers) as client:
+        queued = [submit(client, "/v1/midjourney/generations", {"prompt": f"harbour {i}"}) for i in range(3)]
+        rabbitmq("stop_app")
+        try:
+            during = [submit(client, "/v1/midjourney/generations", {"prompt": f"outage {i}"}) for i in range(3)]
+        finally:
+            rabbitmq("start_app")
+        fleet.worker()  # bells queued before the outage survived in the durable queue; the sweep re-rings the rest
+        for task_id in queued + during:
+            assert ended(client, task_id, timeout_s=60)["status"] == "SUCCESS"
+    charges, refunds, _ = ledger(pg_url)
+    assert sorted(charges.values()) == [1] * 6 and not refunds
+
+
+def test_a_postgres_restart_gives_503s_then_everything_recovers(fleet: Fleet) -> None:
+    headers = new_key(fleet)
+    api = fleet.api()
+    fleet.worker()
+    with fleet.client(api, **headers) as client:
+        before = submit(client, "/v1/midjourney/generations", {"prompt": "before the outage"})
+        assert ended(client, before)["status"] == "SUCCESS"
+        postgres("stop")
+        try:
+            answer = client.get(f"/v1/midjourney/{before}")
+            assert answer.status_code == 503, answer.text
+            assert "database" in answer.text
+            answer = client.post("/v1/midjourney/generations", json={"prompt": "during"})
+            assert answer.status_code == 503, answer.text
+        finally:
+            postgres("start")
+        after = submit(client, "/v1/midjourney/generations", {"prompt": "after the outage"})
+        assert ended(client, after)["status"] == "SUCCESS"
+
+
+def test_s3_down_while_a_worker_saves_fails_the_task_with_a_reason_and_a_refund(
+    fleet: Fleet, pg_url: str, s3: Any
+) -> None:
+    headers = new_key(fleet)
+    api = fleet.api()
+    fleet.worker()
+    with fleet.client(api, **headers) as client:
+        s3.stop()
+        try:
+            task_id = submit(client, "/v1/midjourney/generations", {"prompt": "a quiet bay"})
+            task = ended(client, task_id)
+        finally:
+            s3.start()
+        assert task["status"] == "FAILURE" and "s3://" in task["fail_reason"], task
+        assert not task["image_urls"]
+        after = submit(client, "/v1/midjourney/generations", {"prompt": "the bay again"})
+        assert ended(client, after)["status"] == "SUCCESS"
+    _, refunds, balance = ledger(pg_url)
+    assert refunds == {bare(task_id): 1} and balance == 100 - 5
+
+
+def rabbitmq(command: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", command], check=True, capture_output=True, timeout=120)
+    if command == "start_app":
+        subprocess.run(["rabbitmqctl", "-q", "await_startup"], check=True, capture_output=True, timeout=120)
+
+
+def postgres(command: str) -> None:
+    cluster = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True, check=True).stdout.split()
+    subprocess.run(["pg_ctlcluster", cluster[0], cluster[1], command], check=True, capture_output=True, timeout=120)
