@@ -4,6 +4,7 @@ nodes migrating at once, the claim's plan, and a server that is unreachable."""
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable, Iterator
 
 import psycopg
@@ -11,8 +12,8 @@ import pytest
 
 from journeyd.domain.errors import StorageUnavailable
 from journeyd.store.postgres import CLAIM_NEXT, InvalidDatabaseUrl, PostgresStore, describe
-from tests.pg import fresh_database, run_sql
-from tests.store_contract import NOW, OpenStore, StoreContract, make_task, race
+from tests.pg import Cuttable, fresh_database, run_sql
+from tests.store_contract import NOW, OpenStore, StoreContract, make_task, race, tid
 
 
 @pytest.fixture
@@ -94,3 +95,34 @@ def test_a_url_that_is_not_a_database_url_says_so() -> None:
     with pytest.raises(InvalidDatabaseUrl):
         PostgresStore("postgresql://[bad")
     assert describe("postgresql://u:pw@db.internal:6543/jd") == "postgresql://u@db.internal:6543/jd"
+
+
+def test_an_outage_is_a_quick_503_and_the_store_reconnects_by_itself(database: str) -> None:
+    link = Cuttable()
+    store = PostgresStore(link.dsn(database), pool_size=3, pool_timeout_s=1.0)
+    try:
+        store.insert_task(make_task(1, owner=None))
+        link.cut()  # the server restarts: every connection drops, new ones are refused
+        for attempt in (
+            lambda: store.get_task(tid(1)),
+            lambda: store.claim_next("w", NOW, 60_000),
+            store.check_writable,
+        ):
+            started = time.monotonic()
+            with pytest.raises(StorageUnavailable) as down:
+                attempt()
+            assert time.monotonic() - started < 5, "a call during the outage must fail fast, not hang"
+            assert "unreachable" in down.value.message and down.value.status == 503
+        link.restore()
+        deadline = time.monotonic() + 20  # the pool retries with a backoff: poll, as a client would
+        while True:
+            try:
+                claimed = store.claim_next("w", NOW, 60_000)
+                break
+            except StorageUnavailable:
+                assert time.monotonic() < deadline, "the store did not reconnect by itself"
+                time.sleep(0.2)
+        assert claimed is not None and claimed.id == tid(1)  # nothing was lost, nothing half-written
+    finally:
+        link.cut()
+        store.close()
