@@ -295,7 +295,10 @@ class PostgresStore:
         connect_timeout_s: int = 3,
         pool_timeout_s: float = 5.0,
         statement_timeout_ms: int = 30_000,
+        prepare_threshold: int | None = 5,
     ) -> None:
+        """`prepare_threshold=None` turns psycopg's server-side prepared statements off, for a PgBouncer
+        older than 1.21 in transaction mode."""
         self.place = describe(dsn)
         self._observer = on_transition
         self._local = threading.local()
@@ -305,6 +308,7 @@ class PostgresStore:
         connect = {
             "connect_timeout": connect_timeout_s,
             "options": f"-c statement_timeout={statement_timeout_ms}",
+            "prepare_threshold": prepare_threshold,
         }
         try:
             # The first connection is our own: a bad password or a missing database is reported as itself.
