@@ -1,43 +1,60 @@
-"""The store's promises, as one suite every adapter runs (SQLite today; PostgreSQL must pass it too).
+"""The store's promises, as one suite every adapter runs (tests/test_store_sqlite.py, tests/test_store_postgres.py).
 
 The classes here have no `Test` prefix, so pytest collects them only where an adapter's test module
-combines them with a `store` fixture (see tests/test_store_sqlite.py). Races are real: threads
-released together by a barrier, each on its own connection, as two API nodes or workers would be.
+combines them with an `open_store` and a `run_sql` fixture. Races are real: threads released together
+by a barrier, each on its own connection, as two API nodes or workers would be.
+
+Every store here has an observer, so every test also checks that moves are announced without
+breaking anything; the transition tests check what is announced.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
+from journeyd.domain.errors import PaymentRequired
 from journeyd.domain.idempotency import TTL_MS, Idempotency
 from journeyd.domain.keys import ApiKey, Charge
 from journeyd.domain.lifecycle import Action, Op, Speed, Status
 from journeyd.domain.prompt import parse_prompt
 from journeyd.domain.task import Task
-from journeyd.store.base import IdempotencyKeyTaken, QueueFull, TaskStore
+from journeyd.store.base import DuplicateNumber, IdempotencyKeyTaken, QueueFull, TaskStore, Transition
 
 NOW = 1_767_225_600_000
 KEY = "KEY1"
 
 
+def tid(number: int) -> str:
+    """The id make_task gives task `number` (26 characters of ULID alphabet)."""
+    return f"{number:026d}"
+
+
 def make_task(
-    number: int, *, owner: str | None = KEY, status: Status = Status.SUBMITTED, now: int = NOW, **fields: Any
+    number: int,
+    *,
+    owner: str | None = KEY,
+    status: Status = Status.SUBMITTED,
+    now: int = NOW,
+    prompt: str = "a lighthouse",
+    speed: Speed = Speed.FAST,
+    numeric: int | None = None,
+    **fields: Any,
 ) -> Task:
-    """A task row with the id and number `number` (26 characters of ULID alphabet)."""
+    """A task row with the id `tid(number)` and the numeric id `numeric` (by default, one made from `number`)."""
     return Task(
-        id=f"{number:026d}",
-        number=NOW * 1000 + number,
+        id=tid(number),
+        number=NOW * 1000 + number if numeric is None else numeric,
         owner=owner,
-        action=Action.IMAGINE,
-        op=Op.GENERATE,
+        action=Action.INPAINT if status is Status.MODAL else Action.IMAGINE,
+        op=Op.VARY_REGION if status is Status.MODAL else Op.GENERATE,
         status=status,
-        prompt="a lighthouse",
-        spec=parse_prompt("a lighthouse"),
-        speed=Speed.FAST,
+        prompt=prompt,
+        spec=parse_prompt(prompt),
+        speed=speed,
         seed=number,
         price_name="imagine",
         created_at=now,
@@ -73,12 +90,34 @@ def balance(store: TaskStore) -> int:
     return key.balance
 
 
+class OpenStore(Protocol):
+    def __call__(self, *, on_transition: Callable[[Transition], None] | None = None) -> TaskStore: ...
+
+
+class Heard(list[Transition]):
+    def moves(self) -> list[tuple[str, str | None, str, int | None, str | None]]:
+        return [(m.task.id, m.source.value if m.source else None, m.task.status.value, m.since, m.worker) for m in self]
+
+
 class StoreContract:
-    """Override `store` with a fresh, empty store of the adapter under test."""
+    """Adapters override `open_store` (stores on one fresh, empty database, closed after the test)
+    and `run_sql` (one committed statement on that database, for rows the port cannot write)."""
 
     @pytest.fixture
-    def store(self) -> Iterator[TaskStore]:
+    def open_store(self) -> Iterator[OpenStore]:
         raise NotImplementedError
+
+    @pytest.fixture
+    def run_sql(self) -> Callable[[str], None]:
+        raise NotImplementedError
+
+    @pytest.fixture
+    def heard(self) -> Heard:
+        return Heard()
+
+    @pytest.fixture
+    def store(self, open_store: OpenStore, heard: Heard) -> TaskStore:
+        return open_store(on_transition=heard.append)
 
     @pytest.fixture
     def keyed(self, store: TaskStore) -> TaskStore:
@@ -194,3 +233,237 @@ class StoreContract:
         assert keyed.count_keys() == 1
         keyed.revoke_key(KEY, NOW)
         assert keyed.count_keys() == 1
+
+    # --- routing: a worker takes only the models it serves -------------------------------------------
+    def test_a_worker_claims_only_tasks_of_its_models_in_priority_order(self, store: TaskStore) -> None:
+        store.insert_task(make_task(1, owner=None, prompt="a fox --niji 6", speed=Speed.RELAX))
+        store.insert_task(make_task(2, owner=None, prompt="a fox --v 6.1"))
+        store.insert_task(make_task(3, owner=None, prompt="a fox"))
+        store.insert_task(make_task(4, owner=None, prompt="a fox --niji 6", speed=Speed.TURBO))
+        assert store.claim_next("w-sdxl", NOW, 60_000, models=["7"]) is None  # nobody asked for it
+        niji = [store.claim_next("w-niji", NOW, 60_000, models=["niji6", "7"]) for _ in range(3)]
+        assert [t.id if t else None for t in niji] == [tid(4), tid(1), None]  # turbo first, then relax
+        default = store.claim_next("w-default", NOW, 60_000, models=["default"])
+        assert default is not None and default.id == tid(3)
+        anyone = store.claim_next("w-any", NOW, 60_000)
+        assert anyone is not None and anyone.id == tid(2)
+
+    def test_a_batch_takes_only_its_models_and_skips_none_it_could_take(self, store: TaskStore) -> None:
+        store.insert_task(make_task(1, owner=None, prompt="a fox --niji 6"))
+        store.insert_task(make_task(2, owner=None, prompt="a fox"))  # not this worker's: invisible to it
+        store.insert_task(make_task(3, owner=None, prompt="a fox --niji 6"))
+        store.insert_task(make_task(4, owner=None, prompt="a fox --niji 6", speed=Speed.RELAX))
+        batch = store.claim_batch("w", NOW, 60_000, limit=4, key=lambda t: t.speed, models=["niji6"])
+        assert [t.id for t in batch] == [tid(1), tid(3)]  # the relax one has another key: it waits its turn
+
+    def test_tasks_stored_before_routing_labels_are_anyones(self, store: TaskStore, run_sql: Callable) -> None:
+        store.insert_task(make_task(1, owner=None, prompt="a fox --niji 6"))
+        run_sql(f"UPDATE tasks SET model = NULL WHERE id = '{tid(1)}'")  # as migration 5 leaves old rows
+        claimed = store.claim_next("w", NOW, 60_000, models=["7"])
+        assert claimed is not None and claimed.id == tid(1)
+
+    def test_a_modal_routes_by_the_prompt_it_was_submitted_with(self, keyed: TaskStore) -> None:
+        keyed.insert_task(make_task(1, status=Status.MODAL))
+        spec = parse_prompt("a pond --niji 6")
+        assert keyed.submit_modal(tid(1), NOW, prompt="a pond --niji 6", spec=spec, args={}, charge=None)
+        assert keyed.claim_next("w", NOW, 60_000, models=["default"]) is None
+        assert keyed.claim_next("w", NOW, 60_000, models=["niji6"]) is not None
+
+    # --- claims under concurrency ---------------------------------------------------------------------
+    def test_concurrent_batch_claims_never_take_one_task_twice(self, store: TaskStore) -> None:
+        for i in range(40):
+            store.insert_task(make_task(i + 1, owner=None))
+
+        def drain(worker: int) -> list[str]:
+            claimed: list[str] = []
+            while batch := store.claim_batch(f"w{worker}", NOW, 60_000, limit=3, key=lambda t: "same"):
+                claimed.extend(task.id for task in batch)
+            return claimed
+
+        results = race(6, drain)
+        claimed = [task_id for result in results for task_id in result]
+        assert sorted(claimed) == [tid(i + 1) for i in range(40)], results
+        assert all(store.get_task(task_id).attempts == 1 for task_id in claimed)  # type: ignore[union-attr]
+
+    # --- reclaim ------------------------------------------------------------------------------------------
+    def test_a_reclaim_racing_finishes_never_overwrites_a_finish_and_refunds_once(self, keyed: TaskStore) -> None:
+        charge = Charge(KEY, "submit", "midjourney@imagine", 2)
+        for i in range(30):
+            keyed.insert_task(make_task(i + 1), [charge])
+        for _ in range(30):
+            assert keyed.claim_next("slow", NOW, 1_000) is not None
+        late = NOW + 5_000  # every lease ran out; the worker finishes anyway, while a sweep reclaims
+
+        def attempt(i: int) -> Any:
+            if i == 0:
+                return keyed.reclaim(late, max_attempts=1)  # one try only: a reclaimed task fails, refunded
+            return [keyed.finish(tid(n + 1), "slow", Status.SUCCESS, late) for n in range(30)]
+
+        reclaimed, finishes = race(2, attempt)
+        finished = {task.id for task in finishes if task is not None}
+        assert set(reclaimed.failed) | finished == {tid(i + 1) for i in range(30)}
+        assert not set(reclaimed.failed) & finished and reclaimed.requeued == []
+        refunds = {e.task_id for e in keyed.ledger(key_id=KEY) if e.kind == "refund"}
+        assert refunds == set(reclaimed.failed)  # exactly the failed ones, once each (unique per task)
+        for i in range(30):
+            task = keyed.get_task(tid(i + 1))
+            assert task is not None
+            assert task.status is (Status.SUCCESS if task.id in finished else Status.FAILURE)
+        assert balance(keyed) == 100 - 30 * 2 + 2 * len(reclaimed.failed)
+
+    def test_a_live_lease_is_reclaimed_only_when_every_lease_is_asked_for(self, store: TaskStore) -> None:
+        store.insert_task(make_task(1, owner=None))
+        store.claim_next("w", NOW, 60_000)
+        assert store.reclaim(NOW + 1_000, max_attempts=3).requeued == []
+        assert store.reclaim(NOW + 1_000, max_attempts=3, every_lease=True).requeued == [tid(1)]
+
+    # --- the hand-over sweep ------------------------------------------------------------------------------
+    def test_a_queued_task_is_handed_over_again_only_after_the_bound(self, keyed: TaskStore) -> None:
+        keyed.insert_task(make_task(1))
+        before = keyed.get_task(tid(1))
+        assert keyed.stale_queued(NOW + 4_999, older_than_ms=5_000) == []
+        assert keyed.stale_queued(NOW + 5_001, older_than_ms=5_000) == [tid(1)]
+        assert keyed.stale_queued(NOW + 5_002, older_than_ms=5_000) == []  # just handed over again
+        assert keyed.stale_queued(NOW + 10_002, older_than_ms=5_000) == [tid(1)]
+        after = keyed.get_task(tid(1))
+        assert after is not None and before is not None
+        assert (after.version, after.updated_at) == (before.version, before.updated_at)  # no client-visible change
+        assert keyed.outbox(tid(1)) == []
+
+    def test_only_queued_tasks_are_handed_over(self, keyed: TaskStore) -> None:
+        keyed.insert_task(make_task(1, status=Status.MODAL))
+        keyed.insert_task(make_task(2))
+        keyed.claim_next("w", NOW, 600_000)
+        keyed.insert_task(make_task(3))
+        keyed.cancel(tid(3), NOW, "no")
+        assert keyed.stale_queued(NOW + 60_000, older_than_ms=5_000) == []
+
+    def test_a_modal_or_a_requeue_hands_the_task_over_afresh(self, keyed: TaskStore) -> None:
+        keyed.insert_task(make_task(1, status=Status.MODAL))
+        spec = parse_prompt("p")
+        keyed.submit_modal(tid(1), NOW + 8_000, prompt="p", spec=spec, args={}, charge=None)
+        assert keyed.stale_queued(NOW + 10_000, older_than_ms=5_000) == []  # handed over at 8 s
+        assert keyed.stale_queued(NOW + 13_001, older_than_ms=5_000) == [tid(1)]
+        keyed.claim_next("w", NOW + 14_000, 1_000)
+        assert keyed.reclaim(NOW + 20_000, max_attempts=3).requeued == [tid(1)]
+        assert keyed.stale_queued(NOW + 24_000, older_than_ms=5_000) == []  # handed over at 20 s
+        assert keyed.stale_queued(NOW + 25_001, older_than_ms=5_000) == [tid(1)]
+
+    def test_concurrent_sweeps_hand_over_disjoint_tasks(self, store: TaskStore) -> None:
+        for i in range(60):
+            store.insert_task(make_task(i + 1, owner=None))
+
+        def sweep(i: int) -> list[str]:
+            taken: list[str] = []
+            while found := store.stale_queued(NOW + 60_000, older_than_ms=5_000, limit=4):
+                taken.extend(found)
+            return taken
+
+        results = race(6, sweep)
+        taken = [task_id for result in results for task_id in result]
+        assert sorted(taken) == [tid(i + 1) for i in range(60)], results  # each once, none left out
+
+    # --- numeric ids ----------------------------------------------------------------------------------------
+    def test_a_taken_number_is_a_duplicate_and_writes_nothing(self, keyed: TaskStore) -> None:
+        charge = Charge(KEY, "submit", "midjourney@imagine", 2)
+        keyed.insert_task(make_task(1), [charge])
+        twin = make_task(2, numeric=NOW * 1000 + 1)
+        with pytest.raises(DuplicateNumber):
+            keyed.insert_task(twin, [charge])
+        assert keyed.get_task(tid(2)) is None and balance(keyed) == 98
+
+    def test_concurrent_inserts_of_one_number_have_one_winner(self, store: TaskStore) -> None:
+        results = race(6, lambda i: store.insert_task(make_task(i + 1, owner=None, numeric=NOW * 1000)))
+        assert results.count(None) == 1 and all(isinstance(r, DuplicateNumber) for r in results if r), results
+
+    # --- transitions: each committed move is announced once, after the commit -------------------------------
+    def test_a_task_is_heard_from_creation_to_its_end(self, store: TaskStore, heard: Heard) -> None:
+        store.insert_task(make_task(1, owner=None))
+        assert store.claim_next("w1", NOW + 4_000, 60_000) is not None
+        store.finish(tid(1), "w1", Status.SUCCESS, NOW + 9_000)
+        assert heard.moves() == [
+            (tid(1), None, "submitted", None, None),
+            (tid(1), "submitted", "in_progress", NOW, "w1"),
+            (tid(1), "in_progress", "success", NOW + 4_000, "w1"),
+        ]
+        assert heard[-1].task.updated_at == NOW + 9_000 and heard[-1].task.finished_at == NOW + 9_000
+
+    def test_a_requeued_task_waits_from_its_requeue(self, store: TaskStore, heard: Heard) -> None:
+        store.insert_task(make_task(1, owner=None))
+        store.claim_next("dead", NOW + 1_000, 10_000)
+        assert store.reclaim(NOW + 20_000, max_attempts=3).requeued == [tid(1)]
+        store.claim_batch("w2", NOW + 25_000, 10_000, limit=4, key=lambda t: "same")
+        store.finish(tid(1), "w2", Status.FAILURE, NOW + 26_000, fail_reason="boom")
+        assert heard.moves()[1:] == [
+            (tid(1), "submitted", "in_progress", NOW, "dead"),
+            (tid(1), "in_progress", "submitted", NOW + 1_000, "dead"),
+            (tid(1), "submitted", "in_progress", NOW + 20_000, "w2"),
+            (tid(1), "in_progress", "failure", None, "w2"),  # a second run's own start is not kept
+        ]
+
+    def test_modal_tasks_are_heard_when_submitted_or_when_their_window_closes(
+        self, store: TaskStore, heard: Heard
+    ) -> None:
+        store.insert_task(make_task(1, owner=None, status=Status.MODAL))
+        store.insert_task(make_task(2, owner=None, status=Status.MODAL, now=NOW + 1))
+        spec = parse_prompt("a lily")
+        assert store.submit_modal(tid(1), NOW + 30_000, prompt="a lily", spec=spec, args={}, charge=None)
+        assert store.submit_modal(tid(1), NOW + 31_000, prompt="a lily", spec=spec, args={}, charge=None) is None
+        assert store.expire_modals(NOW + 120_000, "closed") == [tid(2)]
+        assert heard.moves()[2:] == [
+            (tid(1), "modal", "submitted", NOW, None),
+            (tid(2), "modal", "cancelled", NOW + 1, None),
+        ]
+
+    def test_a_cancel_is_heard_once_however_many_callers_race_for_it(self, store: TaskStore, heard: Heard) -> None:
+        store.insert_task(make_task(1, owner=None))
+        race(8, lambda i: store.cancel(tid(1), NOW + 2_000, "cancelled by request"))
+        assert heard.moves()[1:] == [(tid(1), "submitted", "cancelled", NOW, None)]
+
+    def test_a_running_task_asked_to_cancel_is_heard_when_its_worker_stops(
+        self, store: TaskStore, heard: Heard
+    ) -> None:
+        store.insert_task(make_task(1, owner=None))
+        store.claim_next("w", NOW + 1_000, 60_000)
+        asked = store.cancel(tid(1), NOW + 2_000, "cancelled by request")
+        assert asked is not None and asked.status is Status.IN_PROGRESS and asked.cancel_requested
+        assert len(heard) == 2
+        store.finish(tid(1), "w", Status.CANCELLED, NOW + 3_000)
+        assert heard.moves()[-1] == (tid(1), "in_progress", "cancelled", NOW + 1_000, "w")
+
+    def test_a_refused_insert_is_never_heard(self, store: TaskStore, heard: Heard) -> None:
+        store.create_key(ApiKey("k", "jd_abcde", "", 1, NOW), "hash")
+        with pytest.raises(PaymentRequired):
+            store.insert_task(make_task(1, owner="k"), [Charge("k", "submit", "midjourney@imagine", 5)])
+        assert heard == [] and store.get_task(tid(1)) is None
+
+    def test_moves_of_a_transaction_that_fails_halfway_are_never_heard(
+        self, store: TaskStore, heard: Heard, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        store.insert_task(make_task(1, owner=None, status=Status.MODAL))
+        store.insert_task(make_task(2, owner=None, status=Status.MODAL))
+        heard.clear()
+        emitted = []
+
+        def disk_fills(conn: object, task_id: str, now: int) -> None:  # the second task's write fails
+            emitted.append(task_id)
+            if len(emitted) == 2:
+                raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(store, "_emit", disk_fills)
+        with pytest.raises(OSError):
+            store.expire_modals(NOW + 120_000, "closed")
+        assert heard == []  # the first task's move was noted, then rolled back with the rest
+        assert {store.get_task(i).status for i in (tid(1), tid(2))} == {Status.MODAL}  # type: ignore[union-attr]
+
+    def test_an_observer_that_fails_does_not_undo_the_move(
+        self, open_store: OpenStore, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        def broken(move: Transition) -> None:
+            raise RuntimeError("observer down")
+
+        store = open_store(on_transition=broken)
+        store.insert_task(make_task(1, owner=None))
+        assert store.claim_next("w", NOW, 60_000) is not None
+        assert store.get_task(tid(1)).status is Status.IN_PROGRESS  # type: ignore[union-attr]
+        assert "observer down" in caplog.text

@@ -89,6 +89,10 @@ TransitionObserver = Callable[[Transition], None]
 
 
 class TaskStore(Protocol):
+    # Whether other processes (other nodes' workers) share this store. A store that is not shared may
+    # treat every lease as an orphan at start-up (`reclaim(every_lease=True)`); a shared one never may.
+    shared: bool
+
     # --- tasks -----------------------------------------------------------------------------
     def insert_task(
         self,
@@ -135,15 +139,25 @@ class TaskStore(Protocol):
     def forget_idempotency_keys(self, now: int) -> int:
         """Delete the keys whose lifetime ended before `now`; how many there were."""
 
-    def claim_next(self, worker: str, now: int, lease_ms: int) -> Task | None:
-        """Take the first queued task (highest speed, then oldest) and lease it to `worker`."""
+    def claim_next(self, worker: str, now: int, lease_ms: int, *, models: Sequence[str] | None = None) -> Task | None:
+        """Take the first queued task (highest speed, then oldest) and lease it to `worker`. With
+        `models`, only tasks whose routing label is one of them (tasks stored without a label, from
+        before labels existed, are anyone's). Concurrent claimers never take one task twice."""
 
     def claim_batch(
-        self, worker: str, now: int, lease_ms: int, *, limit: int, key: Callable[[Task], object | None]
+        self,
+        worker: str,
+        now: int,
+        lease_ms: int,
+        *,
+        limit: int,
+        key: Callable[[Task], object | None],
+        models: Sequence[str] | None = None,
     ) -> list[Task]:
         """Take the first queued task and, while the tasks queued right behind it have the same
         `key` (not None), up to `limit` tasks in all; lease them to `worker`. No task is taken
-        ahead of one queued before it."""
+        ahead of one queued before it that this worker could take (`models` as for `claim_next`)
+        and that no concurrent claimer holds."""
 
     def heartbeat(
         self, task_id: str, worker: str, now: int, lease_ms: int, progress: int, *, preview: bool = False
@@ -172,7 +186,13 @@ class TaskStore(Protocol):
 
     def reclaim(self, now: int, max_attempts: int, *, every_lease: bool = False) -> Reclaimed:
         """Requeue tasks whose worker's lease ran out (all leases with `every_lease`); fail the
-        ones that already had `max_attempts` tries."""
+        ones that already had `max_attempts` tries. A finish that commits first always stands."""
+
+    def stale_queued(self, now: int, older_than_ms: int, limit: int = 100) -> list[str]:
+        """Queued tasks last handed to the dispatcher before `now - older_than_ms` (or never), marked
+        as handed over at `now` in the same statement: the caller rings the dispatcher for them again.
+        Concurrent sweepers get disjoint ids. A task is handed over when it is queued (inserted as
+        SUBMITTED, a modal submitted, a lease reclaimed); none of this changes its version."""
 
     def queued_count(self, owner: str | None) -> int: ...
 
@@ -212,5 +232,8 @@ class TaskStore(Protocol):
         """Add `amount` credits to a key, with a ledger entry; the key after it, or None if there is none."""
 
     def ledger(self, *, key_id: str | None = None, task_id: str | None = None) -> list[LedgerEntry]: ...
+
+    def check_writable(self) -> None:
+        """Readiness: a real committed write that touches no data; StorageUnavailable when it cannot."""
 
     def close(self) -> None: ...

@@ -24,9 +24,10 @@ import orjson
 from journeyd.domain.errors import FAILING, NO_SPACE, READ_ONLY, PaymentRequired, StorageUnavailable
 from journeyd.domain.idempotency import TTL_MS, Idempotency
 from journeyd.domain.keys import ApiKey, Charge
-from journeyd.domain.lifecycle import Action, Op, Speed, Status, sources_of
+from journeyd.domain.lifecycle import Speed, Status
 from journeyd.domain.prompt import PromptSpec
-from journeyd.domain.task import ClientData, Hook, Result, Task
+from journeyd.domain.routing import routing_label
+from journeyd.domain.task import Hook, Result, Task
 from journeyd.store.base import (
     Delivery,
     DuplicateNumber,
@@ -38,9 +39,27 @@ from journeyd.store.base import (
     Transition,
     TransitionObserver,
 )
+from journeyd.store.rows import (
+    BUMP,
+    FINISHED_CACHE_SIZE,
+    INSERT_COLUMN_COUNT,
+    INSERT_COLUMNS,
+    KEY_COLUMNS,
+    LEDGER_COLUMNS,
+    TASK_COLUMNS,
+    WAITING,
+    batch_run,
+    dumps,
+    give_up_reason,
+    in_list,
+    insert_values,
+    key_from_row,
+    models_param,
+    run_since,
+    task_from_row,
+)
 
 log = logging.getLogger("journeyd.store")
-FINISHED_CACHE_SIZE = 10_000
 APPLICATION_ID = 0x6A6F7572  # "jour": stamped in the file's header by the readiness probe
 # primary result codes that mean the disk, not the code, is in trouble
 _TROUBLE = {
@@ -153,99 +172,51 @@ MIGRATIONS = [
     );
     CREATE INDEX idempotency_keys_age ON idempotency_keys (created_at);
     """,
+    # 5: which workers may run a task (its routing label), and when it was last handed to the dispatcher
+    """
+    ALTER TABLE tasks ADD COLUMN model TEXT;
+    ALTER TABLE tasks ADD COLUMN handed_at INTEGER;
+    CREATE INDEX tasks_handed ON tasks (handed_at) WHERE status = 'submitted';
+    """,
 ]
 
-_TASK_COLUMNS = (  # the order _task_from_row unpacks
-    "id, owner, action, op, status, progress, prompt, spec, speed, priority, seed, price_name, parent_id, "
-    "source_index, args, metadata, result, engine, fail_reason, created_at, updated_at, started_at, "
-    "finished_at, modal_deadline, cancel_requested, attempts, number, state, ref, hook_url, hook_format, version, "
-    "preview_at"
-)
-_TASK_COLUMN_COUNT = _TASK_COLUMNS.count(",") + 1
-# Every statement that changes a task bumps its version: webhook deliveries are ordered by it.
-_BUMP = "version = version + 1"
+# --- the hot statements, named so a test can EXPLAIN QUERY PLAN the exact production text ----------
+# Their atomicity comes from BEGIN IMMEDIATE (one writer at a time); the status guards in each UPDATE
+# say what the statement needs, and make it safe even without that.
 _CLAIM = (  # a queued task, leased to :worker until :until
     "status = 'in_progress', started_at = COALESCE(started_at, :now), lease_owner = :worker, "
-    f"lease_until = :until, attempts = attempts + 1, updated_at = :now, {_BUMP}"
+    f"lease_until = :until, attempts = attempts + 1, updated_at = :now, {BUMP}"
 )
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-def _task_from_row(row: sqlite3.Row) -> Task:
-    # Positional: this runs on every poll, and sqlite3.Row lookups by name cost more than by index.
-    (
-        task_id,
-        owner,
-        action,
-        op,
-        status,
-        progress,
-        prompt,
-        spec,
-        speed,
-        _priority,
-        seed,
-        price_name,
-        parent_id,
-        source_index,
-        args,
-        metadata,
-        result,
-        engine,
-        fail_reason,
-        created_at,
-        updated_at,
-        started_at,
-        finished_at,
-        modal_deadline,
-        cancel_requested,
-        attempts,
-        number,
-        state,
-        ref,
-        hook_url,
-        hook_format,
-        version,
-        preview_at,
-    ) = row
-    return Task(
-        id=task_id,
-        owner=owner,
-        action=Action(action),
-        op=Op(op),
-        status=Status(status),
-        progress=progress,
-        prompt=prompt,
-        spec=PromptSpec.from_json(orjson.loads(spec)),
-        speed=Speed(speed),
-        seed=seed,
-        price_name=price_name,
-        parent_id=parent_id,
-        source_index=source_index,
-        args=orjson.loads(args),
-        client=ClientData(
-            metadata=orjson.loads(metadata) if metadata is not None else None,
-            state=state,
-            ref=ref,
-            hook=Hook(hook_url, hook_format) if hook_url else None,
-        ),
-        number=number,
-        result=Result.from_json(orjson.loads(result)) if result else None,
-        engine=engine,
-        fail_reason=fail_reason,
-        created_at=created_at,
-        updated_at=updated_at,
-        started_at=started_at,
-        finished_at=finished_at,
-        modal_deadline=modal_deadline,
-        cancel_requested=bool(cancel_requested),
-        attempts=attempts,
-        version=version,
-        preview_at=preview_at,
-    )
+# :models is a JSON list of routing labels, or NULL for any; rows from before migration 5 (NULL) are anyone's
+_CLAIMABLE = (
+    "status = 'submitted' AND (:models IS NULL OR model IS NULL OR model IN (SELECT value FROM json_each(:models)))"
+)
+CLAIM_HEAD = f"SELECT {TASK_COLUMNS}, seq FROM tasks WHERE {_CLAIMABLE} ORDER BY priority DESC, seq LIMIT :limit"
+CLAIM_ONE = f"UPDATE tasks SET {_CLAIM} WHERE seq = :seq AND status = 'submitted' RETURNING {TASK_COLUMNS}"
+RECLAIM_EXPIRED = (
+    "SELECT id, attempts, lease_owner FROM tasks WHERE status = 'in_progress' AND (:every OR lease_until < :now)"
+)
+_LOST = "id = :id AND status = 'in_progress' AND (:every OR lease_until < :now)"  # a finish in between wins
+RECLAIM_FAIL = (
+    "UPDATE tasks SET status = 'failure', fail_reason = :reason, finished_at = :now, updated_at = :now, "
+    f"lease_owner = NULL, lease_until = NULL, {BUMP} WHERE {_LOST} RETURNING {TASK_COLUMNS}"
+)
+RECLAIM_REQUEUE = (
+    "UPDATE tasks SET status = 'submitted', lease_owner = NULL, lease_until = NULL, updated_at = :now, "
+    f"handed_at = :now, {BUMP} WHERE {_LOST} RETURNING {TASK_COLUMNS}"
+)
+DUE_DELIVERIES = (
+    "SELECT o.id, o.url, o.format, o.snapshot, o.attempts, EXISTS (SELECT 1 FROM webhook_outbox AS n "
+    "WHERE n.task_id = o.task_id AND n.state = 'pending' AND n.id > o.id) AS newer "
+    "FROM webhook_outbox AS o WHERE o.state = 'pending' AND o.next_at <= :now AND o.id = "
+    "(SELECT MIN(id) FROM webhook_outbox AS p WHERE p.task_id = o.task_id AND p.state = 'pending') "
+    "ORDER BY o.id LIMIT :limit"
+)
+# handed_at moves without a version bump: a hand-over is not a change a client sees
+STALE_QUEUED = (
+    "UPDATE tasks SET handed_at = :now WHERE seq IN (SELECT seq FROM tasks WHERE status = 'submitted' "
+    "AND (handed_at IS NULL OR handed_at < :before) ORDER BY priority DESC, seq LIMIT :limit) RETURNING id"
+)
 
 
 def _grant(conn: sqlite3.Connection, key_id: str, amount: int, now: int) -> None:
@@ -257,17 +228,6 @@ def _grant(conn: sqlite3.Connection, key_id: str, amount: int, now: int) -> None
     )
 
 
-def _key_from_row(row: sqlite3.Row) -> ApiKey:
-    return ApiKey(
-        row["id"], row["prefix"], row["name"], row["balance"], row["created_at"], row["revoked_at"] is not None
-    )
-
-
-def _in(statuses: frozenset[Status]) -> str:
-    return "(" + ", ".join(f"'{s.value}'" for s in sorted(statuses)) + ")"
-
-
-_WAITING = sources_of(Status.CANCELLED) - {Status.IN_PROGRESS}  # cancelled at once; running ones are asked to stop
 _IN_BATCH = 500  # values bound in one IN (...) list
 _QUEUED_COUNT = "SELECT COUNT(*) FROM tasks WHERE owner IS ? AND status IN ('submitted', 'in_progress')"
 # Takes the key, or takes it over from a submit whose key lifetime is over; no row changed = a live twin has it.
@@ -278,13 +238,9 @@ _KEEP_IDEMPOTENCY_KEY = (
 )
 
 
-def _run_since(task: Task) -> int | None:
-    """When this run of a running task began: known for its first attempt (started_at is the first start)."""
-    return task.started_at if task.attempts == 1 else None
-
-
 class SqliteStore:
-    shared = False  # one process owns the data dir: at its start, every running task is an orphan
+    shared = False  # one process owns the data dir: at its start-up, every lease is an orphan
+
     def __init__(
         self, path: Path | str, *, durable: bool = True, on_transition: TransitionObserver | None = None
     ) -> None:
@@ -429,14 +385,14 @@ class SqliteStore:
         """Queue a webhook delivery of the task as it is now, in the transaction that changed it: the
         outbox then holds every change that committed, and nothing that did not."""
         row = conn.execute(
-            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ? AND hook_url IS NOT NULL", (task_id,)
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ? AND hook_url IS NOT NULL", (task_id,)
         ).fetchone()
         if row is None:
             return
         conn.execute(
             "INSERT OR IGNORE INTO webhook_outbox (task_id, version, url, format, snapshot, next_at, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (task_id, row["version"], row["hook_url"], row["hook_format"], _dumps(list(row)), now, now),
+            (task_id, row["version"], row["hook_url"], row["hook_format"], dumps(list(row)), now, now),
         )
         # an older delivery waiting to be retried is now stale: let it be superseded at once
         conn.execute(
@@ -492,54 +448,19 @@ class SqliteStore:
 
     @staticmethod
     def _insert(conn: sqlite3.Connection, task: Task) -> None:
-        hook = task.client.hook
         conn.execute(
-            f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES ({', '.join('?' * _TASK_COLUMN_COUNT)})",
-            (
-                task.id,
-                task.owner,
-                task.action.value,
-                task.op.value,
-                task.status.value,
-                task.progress,
-                task.prompt,
-                _dumps(task.spec.to_json()),
-                task.speed.value,
-                task.speed.priority,
-                task.seed,
-                task.price_name,
-                task.parent_id,
-                task.source_index,
-                _dumps(task.args),
-                _dumps(task.client.metadata) if task.client.metadata is not None else None,
-                _dumps(task.result.to_json()) if task.result else None,
-                task.engine,
-                task.fail_reason,
-                task.created_at,
-                task.updated_at,
-                task.started_at,
-                task.finished_at,
-                task.modal_deadline,
-                int(task.cancel_requested),
-                task.attempts,
-                task.number,
-                task.client.state,
-                task.client.ref,
-                hook.url if hook else None,
-                hook.format if hook else None,
-                task.version,
-                task.preview_at,
-            ),
+            f"INSERT INTO tasks ({INSERT_COLUMNS}) VALUES ({', '.join('?' * INSERT_COLUMN_COUNT)})",
+            insert_values(task),
         )
 
     def get_task(self, task_id: str) -> Task | None:
         task = self._finished.get(task_id)
         if task is not None:
             return task
-        row = self._conn().execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        row = self._conn().execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
         if row is None:
             return None
-        task = _task_from_row(row)
+        task = task_from_row(row)
         if task.status.terminal:
             self._remember(task)
         return task
@@ -556,9 +477,9 @@ class SqliteStore:
             for start in range(0, len(values), _IN_BATCH):
                 batch = values[start : start + _IN_BATCH]
                 rows = conn.execute(
-                    f"SELECT {_TASK_COLUMNS} FROM tasks WHERE {column} IN ({', '.join('?' * len(batch))})", batch
+                    f"SELECT {TASK_COLUMNS} FROM tasks WHERE {column} IN ({', '.join('?' * len(batch))})", batch
                 )
-                found.extend(_task_from_row(row) for row in rows)
+                found.extend(task_from_row(row) for row in rows)
         return found
 
     def list_tasks(self, owner: str | None, *, statuses: Sequence[Status] = (), limit: int = 100) -> list[Task]:
@@ -566,15 +487,15 @@ class SqliteStore:
         if statuses:
             marks = ", ".join("?" * len(statuses))
             rows = self._conn().execute(
-                f"SELECT {_TASK_COLUMNS} FROM tasks WHERE owner IS ? AND status IN ({marks}) "
+                f"SELECT {TASK_COLUMNS} FROM tasks WHERE owner IS ? AND status IN ({marks}) "
                 "ORDER BY priority DESC, seq LIMIT ?",
                 (owner, *(s.value for s in statuses), limit),
             )
         else:
             rows = self._conn().execute(
-                f"SELECT {_TASK_COLUMNS} FROM tasks WHERE owner IS ? ORDER BY seq DESC LIMIT ?", (owner, limit)
+                f"SELECT {TASK_COLUMNS} FROM tasks WHERE owner IS ? ORDER BY seq DESC LIMIT ?", (owner, limit)
             )
-        return [_task_from_row(row) for row in rows]
+        return [task_from_row(row) for row in rows]
 
     def _remember(self, task: Task) -> None:
         """Keep a finished task in memory: no statement ever updates a terminal row, so the copy can
@@ -598,10 +519,10 @@ class SqliteStore:
     ) -> Task | None:
         with self._write() as conn:
             row = conn.execute(
-                f"UPDATE tasks SET status = 'submitted', prompt = ?, spec = ?, args = ?, modal_deadline = NULL, "
-                f"updated_at = ?, {_BUMP} WHERE id = ? AND status = 'modal' AND modal_deadline > ? "
-                f"RETURNING {_TASK_COLUMNS}",
-                (prompt, _dumps(spec.to_json()), _dumps(args), now, task_id, now),
+                "UPDATE tasks SET status = 'submitted', prompt = ?, spec = ?, args = ?, modal_deadline = NULL, "
+                f"model = ?, handed_at = ?, updated_at = ?, {BUMP} WHERE id = ? AND status = 'modal' "
+                f"AND modal_deadline > ? RETURNING {TASK_COLUMNS}",
+                (prompt, dumps(spec.to_json()), dumps(args), routing_label(spec), now, now, task_id, now),
             ).fetchone()
             if row is None:
                 return None
@@ -610,7 +531,7 @@ class SqliteStore:
             if charge is not None:
                 self._charge(conn, task_id, charge, now)
             self._emit(conn, task_id, now)
-            task = _task_from_row(row)
+            task = task_from_row(row)
             self._moved(task, Status.MODAL, task.created_at)  # a task is MODAL from its creation
             return task
 
@@ -629,51 +550,49 @@ class SqliteStore:
         with self._write() as conn:
             return conn.execute("DELETE FROM idempotency_keys WHERE created_at <= ?", (now - TTL_MS,)).rowcount
 
-    def claim_next(self, worker: str, now: int, lease_ms: int) -> Task | None:
-        with self._write() as conn:
-            # A queued row is not updated while it waits, so its updated_at is when it was queued.
-            queued = conn.execute(
-                "SELECT seq, updated_at FROM tasks WHERE status = 'submitted' ORDER BY priority DESC, seq LIMIT 1"
-            ).fetchone()
-            if queued is None:
-                return None
-            row = conn.execute(
-                f"UPDATE tasks SET {_CLAIM} WHERE seq = :seq RETURNING {_TASK_COLUMNS}",
-                {"now": now, "worker": worker, "until": now + lease_ms, "seq": queued["seq"]},
-            ).fetchone()
-            self._emit(conn, row["id"], now)
-            task = _task_from_row(row)
-            self._moved(task, Status.SUBMITTED, queued["updated_at"], worker)
-            return task
+    def claim_next(self, worker: str, now: int, lease_ms: int, *, models: Sequence[str] | None = None) -> Task | None:
+        claimed = self._claim(worker, now, lease_ms, limit=1, key=lambda task: None, models=models)
+        return claimed[0] if claimed else None
 
     def claim_batch(
-        self, worker: str, now: int, lease_ms: int, *, limit: int, key: Callable[[Task], object | None]
+        self,
+        worker: str,
+        now: int,
+        lease_ms: int,
+        *,
+        limit: int,
+        key: Callable[[Task], object | None],
+        models: Sequence[str] | None = None,
     ) -> list[Task]:
-        if limit <= 1:  # one statement, without reading the queue first
-            task = self.claim_next(worker, now, lease_ms)
-            return [task] if task else []
+        return self._claim(worker, now, lease_ms, limit=limit, key=key, models=models)
+
+    def _claim(
+        self,
+        worker: str,
+        now: int,
+        lease_ms: int,
+        *,
+        limit: int,
+        key: Callable[[Task], object | None],
+        models: Sequence[str] | None,
+    ) -> list[Task]:
+        """Claim the head of the queue and the run of equal keys right behind it: no task jumps the queue
+        (BEGIN IMMEDIATE: nobody else claims between our read of the head and our updates)."""
+        params = {"now": now, "worker": worker, "until": now + lease_ms}
+        wanted = models_param(models)
         with self._write() as conn:
             rows = conn.execute(
-                f"SELECT {_TASK_COLUMNS} FROM tasks WHERE status = 'submitted' ORDER BY priority DESC, seq LIMIT ?",
-                (limit,),
+                CLAIM_HEAD, {"models": dumps(wanted) if wanted is not None else None, "limit": max(limit, 1)}
             ).fetchall()
-            queued = [_task_from_row(row) for row in rows]
-            if not queued:
-                return []
-            first = key(queued[0])
-            run = [queued[0]]
-            for task in queued[1:]:  # the run of equal keys right behind the first: no task jumps the queue
-                if first is None or key(task) != first:
+            claimed: list[Task] = []
+            for queued in batch_run([(task_from_row(row), row["seq"]) for row in rows], key):
+                task, seq = queued
+                row = conn.execute(CLAIM_ONE, {**params, "seq": seq}).fetchone()
+                if row is None:  # taken meanwhile: impossible under BEGIN IMMEDIATE, but never claim past it
                     break
-                run.append(task)
-            claimed = []
-            for task in run:
-                row = conn.execute(
-                    f"UPDATE tasks SET {_CLAIM} WHERE id = :id AND status = 'submitted' RETURNING {_TASK_COLUMNS}",
-                    {"now": now, "worker": worker, "until": now + lease_ms, "id": task.id},
-                ).fetchone()
-                self._emit(conn, row["id"], now)
-                claimed.append(_task_from_row(row))
+                self._emit(conn, task.id, now)
+                claimed.append(task_from_row(row))
+                # A queued row is not updated while it waits, so its updated_at is when it was queued.
                 self._moved(claimed[-1], Status.SUBMITTED, task.updated_at, worker)
             return claimed
 
@@ -689,7 +608,7 @@ class SqliteStore:
             if row is None:
                 return None
             moved = conn.execute(  # progress only moves forward, and only a move (or a new preview) is news
-                f"UPDATE tasks SET progress = MAX(progress, ?), {_BUMP} WHERE id = ? AND (progress < ? OR ?)",
+                f"UPDATE tasks SET progress = MAX(progress, ?), {BUMP} WHERE id = ? AND (progress < ? OR ?)",
                 (progress, task_id, progress, preview),
             ).rowcount
             if moved:
@@ -711,12 +630,12 @@ class SqliteStore:
             row = conn.execute(
                 "UPDATE tasks SET status = ?, progress = CASE WHEN ? THEN 100 ELSE progress END, result = ?, "
                 "engine = COALESCE(?, engine), fail_reason = ?, finished_at = ?, updated_at = ?, "
-                f"lease_owner = NULL, lease_until = NULL, {_BUMP} "
-                f"WHERE id = ? AND status = 'in_progress' AND lease_owner = ? RETURNING {_TASK_COLUMNS}",
+                f"lease_owner = NULL, lease_until = NULL, {BUMP} "
+                f"WHERE id = ? AND status = 'in_progress' AND lease_owner = ? RETURNING {TASK_COLUMNS}",
                 (
                     status.value,
                     status is Status.SUCCESS,
-                    _dumps(result.to_json()) if result else None,
+                    dumps(result.to_json()) if result else None,
                     engine,
                     fail_reason,
                     now,
@@ -730,8 +649,8 @@ class SqliteStore:
             if status.refunds:
                 self._refund(conn, task_id, now)
             self._emit(conn, task_id, now)
-            task = _task_from_row(row)
-            self._moved(task, Status.IN_PROGRESS, _run_since(task), worker)
+            task = task_from_row(row)
+            self._moved(task, Status.IN_PROGRESS, run_since(task), worker)
             return task
 
     def cancel(self, task_id: str, now: int, reason: str) -> Task | None:
@@ -739,69 +658,63 @@ class SqliteStore:
             before = conn.execute("SELECT status, updated_at FROM tasks WHERE id = ?", (task_id,)).fetchone()
             row = conn.execute(
                 "UPDATE tasks SET status = 'cancelled', fail_reason = ?, finished_at = ?, updated_at = ?, "
-                f"modal_deadline = NULL, {_BUMP} WHERE id = ? AND status IN {_in(_WAITING)} "
-                f"RETURNING {_TASK_COLUMNS}",
+                f"modal_deadline = NULL, {BUMP} WHERE id = ? AND status IN {in_list(WAITING)} "
+                f"RETURNING {TASK_COLUMNS}",
                 (reason, now, now, task_id),
             ).fetchone()
             if row is not None:
                 self._refund(conn, task_id, now)
                 self._emit(conn, task_id, now)
-                task = _task_from_row(row)
+                task = task_from_row(row)
                 self._moved(task, Status(before["status"]), before["updated_at"])  # waiting rows are not updated
                 return task
             conn.execute(
                 "UPDATE tasks SET cancel_requested = 1, updated_at = ? WHERE id = ? AND status = 'in_progress'",
                 (now, task_id),
             )
-            row = conn.execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
-            return _task_from_row(row) if row else None
+            row = conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
+            return task_from_row(row) if row else None
 
     def expire_modals(self, now: int, reason: str) -> list[str]:
         with self._write() as conn:
             rows = conn.execute(
                 "UPDATE tasks SET status = 'cancelled', fail_reason = ?, finished_at = ?, updated_at = ?, "
-                f"modal_deadline = NULL, {_BUMP} WHERE status = 'modal' AND modal_deadline <= ? "
-                f"RETURNING {_TASK_COLUMNS}",
+                f"modal_deadline = NULL, {BUMP} WHERE status = 'modal' AND modal_deadline <= ? "
+                f"RETURNING {TASK_COLUMNS}",
                 (reason, now, now, now),
             ).fetchall()
             for row in rows:
                 self._refund(conn, row["id"], now)
                 self._emit(conn, row["id"], now)
-                self._moved(_task_from_row(row), Status.MODAL, row["created_at"])
+                self._moved(task_from_row(row), Status.MODAL, row["created_at"])
             return [row["id"] for row in rows]
 
     def reclaim(self, now: int, max_attempts: int, *, every_lease: bool = False) -> Reclaimed:
         with self._write() as conn:
-            rows = conn.execute(
-                "SELECT id, attempts, lease_owner FROM tasks WHERE status = 'in_progress' AND (? OR lease_until < ?)",
-                (every_lease, now),
-            ).fetchall()
+            rows = conn.execute(RECLAIM_EXPIRED, {"every": every_lease, "now": now}).fetchall()
             requeued, failed = [], []
             for row in rows:
+                lost = {"id": row["id"], "every": every_lease, "now": now}
                 if row["attempts"] >= max_attempts:
-                    moved = conn.execute(
-                        "UPDATE tasks SET status = 'failure', fail_reason = ?, finished_at = ?, updated_at = ?, "
-                        f"lease_owner = NULL, lease_until = NULL, {_BUMP} WHERE id = ? RETURNING {_TASK_COLUMNS}",
-                        (
-                            f"the worker stopped while running this task {row['attempts']} times; giving up",
-                            now,
-                            now,
-                            row["id"],
-                        ),
-                    ).fetchone()
+                    moved = conn.execute(RECLAIM_FAIL, {**lost, "reason": give_up_reason(row["attempts"])}).fetchone()
+                    if moved is None:  # finished meanwhile: its finish stands
+                        continue
                     self._refund(conn, row["id"], now)
                     failed.append(row["id"])
                 else:
-                    moved = conn.execute(
-                        "UPDATE tasks SET status = 'submitted', lease_owner = NULL, lease_until = NULL, "
-                        f"updated_at = ?, {_BUMP} WHERE id = ? RETURNING {_TASK_COLUMNS}",
-                        (now, row["id"]),
-                    ).fetchone()
+                    moved = conn.execute(RECLAIM_REQUEUE, lost).fetchone()
+                    if moved is None:
+                        continue
                     requeued.append(row["id"])
                 self._emit(conn, row["id"], now)
-                task = _task_from_row(moved)
-                self._moved(task, Status.IN_PROGRESS, _run_since(task), row["lease_owner"])
+                task = task_from_row(moved)
+                self._moved(task, Status.IN_PROGRESS, run_since(task), row["lease_owner"])
             return Reclaimed(requeued, failed)
+
+    def stale_queued(self, now: int, older_than_ms: int, limit: int = 100) -> list[str]:
+        with self._write() as conn:
+            rows = conn.execute(STALE_QUEUED, {"now": now, "before": now - older_than_ms, "limit": limit}).fetchall()
+            return [row["id"] for row in rows]
 
     def queued_count(self, owner: str | None) -> int:
         return self._conn().execute(_QUEUED_COUNT, (owner,)).fetchone()[0]
@@ -830,19 +743,15 @@ class SqliteStore:
         rows = (
             self._conn()
             .execute(
-                "SELECT o.id, o.url, o.format, o.snapshot, o.attempts, EXISTS (SELECT 1 FROM webhook_outbox AS n "
-                "WHERE n.task_id = o.task_id AND n.state = 'pending' AND n.id > o.id) AS newer "
-                "FROM webhook_outbox AS o WHERE o.state = 'pending' AND o.next_at <= ? AND o.id = "
-                "(SELECT MIN(id) FROM webhook_outbox AS p WHERE p.task_id = o.task_id AND p.state = 'pending') "
-                "ORDER BY o.id LIMIT ?",
-                (now, limit),
+                DUE_DELIVERIES,
+                {"now": now, "limit": limit},
             )
             .fetchall()
         )
         return [
             Delivery(
                 id=row["id"],
-                task=_task_from_row(orjson.loads(row["snapshot"])),
+                task=task_from_row(orjson.loads(row["snapshot"])),
                 hook=Hook(row["url"], row["format"]),
                 attempts=row["attempts"],
                 newer_pending=bool(row["newer"]),
@@ -883,27 +792,29 @@ class SqliteStore:
     def revoke_key(self, key_id: str, now: int) -> ApiKey | None:
         with self._write() as conn:
             conn.execute("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?", (now, key_id))
-            row = conn.execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
-        return _key_from_row(row) if row else None
+            row = conn.execute(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        return key_from_row(row) if row else None
 
     def grant(self, key_id: str, amount: int, now: int) -> ApiKey | None:
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM api_keys WHERE id = ?", (key_id,)).fetchone() is None:
                 return None
             _grant(conn, key_id, amount, now)
-            row = conn.execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
-        return _key_from_row(row)
+            row = conn.execute(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        return key_from_row(row)
 
     def key_by_hash(self, key_hash: str) -> ApiKey | None:
-        row = self._conn().execute("SELECT * FROM api_keys WHERE hash = ?", (key_hash,)).fetchone()
-        return _key_from_row(row) if row else None
+        row = self._conn().execute(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE hash = ?", (key_hash,)).fetchone()
+        return key_from_row(row) if row else None
 
     def get_key(self, key_id: str) -> ApiKey | None:
-        row = self._conn().execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
-        return _key_from_row(row) if row else None
+        row = self._conn().execute(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        return key_from_row(row) if row else None
 
     def list_keys(self) -> list[ApiKey]:
-        return [_key_from_row(row) for row in self._conn().execute("SELECT * FROM api_keys ORDER BY created_at")]
+        return [
+            key_from_row(row) for row in self._conn().execute(f"SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at")
+        ]
 
     def count_keys(self) -> int:
         return self._conn().execute("SELECT COUNT(*) FROM api_keys").fetchone()[0]
@@ -912,7 +823,7 @@ class SqliteStore:
         rows = (
             self._conn()
             .execute(
-                "SELECT key_id, task_id, kind, step, price_key, amount, created_at FROM ledger "
+                f"SELECT {LEDGER_COLUMNS} FROM ledger "
                 "WHERE (? IS NULL OR key_id = ?) AND (? IS NULL OR task_id = ?) ORDER BY id",
                 (key_id, key_id, task_id, task_id),
             )
