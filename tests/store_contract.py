@@ -21,7 +21,7 @@ from journeyd.domain.idempotency import TTL_MS, Idempotency
 from journeyd.domain.keys import ApiKey, Charge
 from journeyd.domain.lifecycle import Action, Op, Speed, Status
 from journeyd.domain.prompt import parse_prompt
-from journeyd.domain.task import Task
+from journeyd.domain.task import ClientData, Hook, Task
 from journeyd.store.base import DuplicateNumber, IdempotencyKeyTaken, QueueFull, TaskStore, Transition
 
 NOW = 1_767_225_600_000
@@ -467,3 +467,21 @@ class StoreContract:
         assert store.claim_next("w", NOW, 60_000) is not None
         assert store.get_task(tid(1)).status is Status.IN_PROGRESS  # type: ignore[union-attr]
         assert "observer down" in caplog.text
+
+    # --- the webhook outbox with several sweepers -------------------------------------------------------
+    def test_sweepers_racing_for_deliveries_each_take_different_ones(self, store: TaskStore) -> None:
+        hook = ClientData(hook=Hook("https://example.com/hook", "mj"))
+        for i in range(1, 31):
+            store.insert_task(make_task(i, client=hook))
+        taken = race(6, lambda i: [d.id for d in store.due_deliveries(NOW, hold_ms=60_000)])
+        ids = [delivery for sweep in taken for delivery in sweep]
+        assert len(ids) == 30 and len(set(ids)) == 30  # each one taken once, by one sweeper
+        assert store.due_deliveries(NOW + 59_000, hold_ms=60_000) == []  # held while their sweepers post them
+
+    def test_a_held_delivery_nobody_settled_is_due_again_after_the_hold(self, store: TaskStore) -> None:
+        store.insert_task(make_task(1, client=ClientData(hook=Hook("https://example.com/hook", "mj"))))
+        (first,) = store.due_deliveries(NOW, hold_ms=60_000)  # its sweeper dies without settling it
+        (again,) = store.due_deliveries(NOW + 60_000, hold_ms=60_000)
+        assert again.id == first.id and again.task == first.task
+        store.settle_delivery(again.id, NOW + 60_000, state="delivered")
+        assert store.due_deliveries(NOW + 10**9) == []

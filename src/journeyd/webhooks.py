@@ -34,6 +34,9 @@ log = logging.getLogger("journeyd.webhooks")
 # Seconds to wait after the n-th failed attempt (the first attempt is immediate): Standard Webhooks.
 RETRY_SCHEDULE_S = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
 THROTTLED = frozenset({429, 502, 503, 504})  # honour Retry-After for these
+# A sweep holds the deliveries it took this long: another API node's sweep leaves them alone meanwhile,
+# and a node that dies mid-sweep delays them by this much (at-least-once, never lost)
+HOLD_MS = 300_000
 GONE = 410  # the receiver says the endpoint is gone: stop
 
 Renderer = Callable[[Task, str], Mapping[str, Any]]  # (task, image base URL) -> JSON payload
@@ -98,7 +101,7 @@ class Notifier:
         before it is delivered. Returns how many deliveries were attempted or superseded."""
         handled = 0
         for _ in range(max_rounds):
-            due = self.store.due_deliveries(self.clock.now_ms())
+            due = self.store.due_deliveries(self.clock.now_ms(), hold_ms=HOLD_MS)
             if not due:
                 break
             for delivery in due:

@@ -203,8 +203,10 @@ class TaskStore(Protocol):
         """How many queued tasks run before this one."""
 
     # --- webhook outbox: written by every change of a task that has a hook -----------------------
-    def due_deliveries(self, now: int, limit: int = 100) -> list[Delivery]:
-        """Per task, its oldest pending delivery, if due: one task's deliveries go out in order."""
+    def due_deliveries(self, now: int, limit: int = 100, *, hold_ms: int = 0) -> list[Delivery]:
+        """Per task, its oldest pending delivery, if due: one task's deliveries go out in order. With
+        `hold_ms`, the deliveries returned are not due again for that long (unless settled sooner), so
+        API nodes sweeping at once each take different ones; one whose sweeper died goes out later."""
 
     def settle_delivery(
         self, delivery_id: int, now: int, *, state: str, error: str | None = None, retry_at: int | None = None

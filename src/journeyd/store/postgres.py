@@ -233,7 +233,7 @@ DUE_DELIVERIES = (
     "WHERE n.task_id = o.task_id AND n.state = 'pending' AND n.id > o.id) AS newer "
     "FROM webhook_outbox AS o WHERE o.state = 'pending' AND o.next_at <= %(now)s AND o.id = "
     "(SELECT MIN(id) FROM webhook_outbox AS p WHERE p.task_id = o.task_id AND p.state = 'pending') "
-    "ORDER BY o.id LIMIT %(limit)s"
+    "ORDER BY o.id LIMIT %(limit)s FOR UPDATE OF o SKIP LOCKED"  # sweepers on other nodes take other rows
 )
 # Concurrent sweepers lock disjoint rows; handed_at moves without a version bump (no client-visible change).
 STALE_QUEUED = (
@@ -793,10 +793,13 @@ class PostgresStore:
         return {(Speed(speed), Status(status)): count for speed, status, count in rows}
 
     # --- webhook outbox --------------------------------------------------------------------------
-    def due_deliveries(self, now: int, limit: int = 100) -> list[Delivery]:
-        """Per task, its oldest pending delivery, if it is due: deliveries of one task go out in order."""
-        with self._connection() as conn:
+    def due_deliveries(self, now: int, limit: int = 100, *, hold_ms: int = 0) -> list[Delivery]:
+        with self._write() as conn:
             rows = conn.execute(DUE_DELIVERIES, {"now": now, "limit": limit}).fetchall()
+            if hold_ms and rows:
+                conn.execute(
+                    "UPDATE webhook_outbox SET next_at = %s WHERE id = ANY(%s)", (now + hold_ms, [r[0] for r in rows])
+                )
         return [
             Delivery(
                 id=delivery_id,

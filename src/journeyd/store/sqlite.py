@@ -738,16 +738,14 @@ class SqliteStore:
         return {(Speed(speed), Status(status)): count for speed, status, count in rows}
 
     # --- webhook outbox --------------------------------------------------------------------------
-    def due_deliveries(self, now: int, limit: int = 100) -> list[Delivery]:
-        """Per task, its oldest pending delivery, if it is due: deliveries of one task go out in order."""
-        rows = (
-            self._conn()
-            .execute(
-                DUE_DELIVERIES,
-                {"now": now, "limit": limit},
-            )
-            .fetchall()
-        )
+    def due_deliveries(self, now: int, limit: int = 100, *, hold_ms: int = 0) -> list[Delivery]:
+        with self._write() as conn:
+            rows = conn.execute(DUE_DELIVERIES, {"now": now, "limit": limit}).fetchall()
+            if hold_ms and rows:
+                conn.execute(
+                    f"UPDATE webhook_outbox SET next_at = ? WHERE id IN ({', '.join('?' * len(rows))})",
+                    (now + hold_ms, *(row["id"] for row in rows)),
+                )
         return [
             Delivery(
                 id=row["id"],
