@@ -104,8 +104,8 @@ class StorageUnavailable(InternalError):
     status = 503
     kind = "storage_unavailable"
 
-    def __init__(self, place: object, problem: str, remedy: str) -> None:
-        super().__init__(f"journeyd cannot write to {place}: {problem}; {remedy}")
+    def __init__(self, place: object, problem: str, remedy: str, *, doing: str = "write to") -> None:
+        super().__init__(f"journeyd cannot {doing} {place}: {problem}; {remedy}")
         self.place, self.problem = str(place), problem
 
 
@@ -113,6 +113,7 @@ class StorageUnavailable(InternalError):
 NO_SPACE = "free some space and it recovers by itself"
 READ_ONLY = "make it writable and it recovers by itself"
 FAILING = "check the disk; journeyd retries by itself"
+UNREACHABLE = "check that the server is up and reachable; journeyd retries by itself"
 
 
 class TaskCancelled(Exception):
