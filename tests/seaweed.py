@@ -3,10 +3,12 @@
 `Seaweed(folder).start()` runs one on loopback with an identity and a bucket and returns once S3
 answers; `stop()` ends it (SIGTERM, then waits for the exit: a restart on the same folder before
 that fails on a leveldb lock). `start()` again brings it back on the same ports and data, which is
-how a test simulates an outage. Traps this avoids (see shared/reference/fleet.md §6): `weed mini`
-moves to another port silently when its port is taken, so every port is chosen here and the S3 one
-is read back from its log; the admin server listens on a fixed port unless told, and its worker
-dials the admin port + 10000 whatever the gRPC flag says; telemetry is off.
+how a test simulates an outage; `kill()` (SIGKILL) simulates a crash.
+
+Traps this avoids (shared/reference/fleet.md §6): `weed mini` moves to another port silently when
+its port is taken, so every port is chosen here and the S3 one is read back from its log; the admin
+server listens on a fixed port unless told, and its worker dials the admin port + 10000 whatever the
+gRPC flag says; telemetry is off.
 """
 
 from __future__ import annotations
@@ -178,6 +180,13 @@ class Seaweed:
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or the OOM killer would; waits for the exit, so `start()` may follow."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
 

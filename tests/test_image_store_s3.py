@@ -116,3 +116,16 @@ def test_a_server_that_goes_down_is_storage_unavailable_then_recovers(tmp_path: 
         assert images.check()["bucket"] == server.bucket
     finally:
         server.stop()
+
+
+def test_an_image_whose_put_answered_survives_the_server_being_killed(tmp_path: Path) -> None:
+    """The worker commits the row naming an image once its PUT answered: that image must outlive a crash."""
+    server = Seaweed(tmp_path / "seaweed").start()
+    try:
+        images, task = s3_store(server, "crash"), task_id()
+        images.put_many([(f"{task}/{i}.png", f"image {i}".encode()) for i in range(4)])
+        server.kill()
+        server.start()
+        assert [images.get(f"{task}/{i}.png") for i in range(4)] == [f"image {i}".encode() for i in range(4)]
+    finally:
+        server.stop()

@@ -38,7 +38,7 @@ def _error(code: int, message: str, kind: str) -> JSONResponse:
         },
         400: {"model": ApimartError, "description": STATUS_MEANINGS[400]},
         404: {"model": ApimartError, "description": "No such image"},
-        503: {"model": ApimartError, "description": "The image storage cannot be reached; retry later"},
+        503: {"model": ApimartError, "description": STATUS_MEANINGS[503]},
     },
 )
 def image(task_id: str, name: str, request: Request) -> Response:
