@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from journeyd.media.s3 import S3ImageStore, check_bucket_and_prefix
 from journeyd.media.storage import MIB, ImageStore, LocalImageStore
 
 FORMS = "use file:///absolute/folder or s3://bucket/prefix"
@@ -39,6 +38,10 @@ def open_image_store(
             raise ValueError(f"images URL {url!r} is not an absolute local path; {FORMS}")
         return LocalImageStore(Path(path), durable=durable, min_free_bytes=min_free_bytes)
     if parts.scheme == "s3":
+        try:  # boto3 comes with the fleet extra: a single machine runs without it
+            from journeyd.media.s3 import S3ImageStore, check_bucket_and_prefix
+        except ImportError as error:
+            raise RuntimeError(f"images URL {url!r} needs boto3: pip install 'journeyd[fleet]' ({error})") from None
         bucket, prefix = parts.netloc, parts.path.strip("/")
         if not bucket:
             raise ValueError(f"images URL {url!r} names no bucket; {FORMS}")
