@@ -133,3 +133,14 @@ def box_mask(width: int, height: int, box: tuple[int, int, int, int]) -> np.ndar
     x0, y0, x1, y1 = box
     mask[y0:y1, x0:x1] = 255
     return mask
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One real S3 server (SeaweedFS) for the whole session; tests use their own keys or prefixes.
+    A test that stops its server starts a `tests.seaweed.Seaweed` of its own instead."""
+    from tests.seaweed import Seaweed
+
+    server = Seaweed(tmp_path_factory.mktemp("seaweed")).start()
+    yield server
+    server.stop()

@@ -30,7 +30,7 @@ STATUS_MEANINGS = {
     422: "The content cannot be used: a mask that is not an image or selects nothing, a URL that cannot be "
     "fetched, an Idempotency-Key reused for another request",
     429: "The key already has its maximum of tasks queued or running",
-    503: "journeyd cannot write to its storage (disk full, read-only); it recovers by itself",
+    503: "journeyd cannot use its storage (disk full or read-only, S3 server unreachable); it recovers by itself",
 }
 READ = (400, 401, 403, 404)
 LIST = (400, 401, 403)

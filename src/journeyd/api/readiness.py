@@ -1,8 +1,9 @@
 """/readyz: can this server take work now? `/healthz` only says the process answers.
 
 Each check does the real thing, cheaply: the database commits a write (synced, when durable), the
-image folder has room and takes a probe file, and the engines are loaded (they are at start-up, or
-the server does not start). A failing check gives the reason a person can act on.
+image store takes a probe write (a folder, with room to spare; S3, a PUT and a DELETE in the bucket),
+and the engines are loaded (they are at start-up, or the server does not start). A failing check
+gives the reason a person can act on.
 """
 
 from __future__ import annotations

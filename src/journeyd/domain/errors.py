@@ -98,21 +98,23 @@ class InternalError(JourneydError):
 
 
 class StorageUnavailable(InternalError):
-    """journeyd cannot write its data (disk full, read-only, failing): the operator's to fix, not the
-    client's, and journeyd recovers by itself once it is fixed. Names the place and the problem."""
+    """journeyd cannot write its data (disk full, read-only, failing; an S3 server down, a bucket
+    missing): the operator's to fix, not the client's, and journeyd recovers by itself once it is
+    fixed. Names the place, the problem and (`doing`) whether it was writing, reading or reaching it."""
 
     status = 503
     kind = "storage_unavailable"
 
-    def __init__(self, place: object, problem: str, remedy: str) -> None:
-        super().__init__(f"journeyd cannot write to {place}: {problem}; {remedy}")
-        self.place, self.problem = str(place), problem
+    def __init__(self, place: object, problem: str, remedy: str, *, doing: str = "write to") -> None:
+        super().__init__(f"journeyd cannot {doing} {place}: {problem}; {remedy}")
+        self.place, self.problem, self.doing = str(place), problem, doing
 
 
 # the remedies a StorageUnavailable gives, by kind of trouble
 NO_SPACE = "free some space and it recovers by itself"
 READ_ONLY = "make it writable and it recovers by itself"
 FAILING = "check the disk; journeyd retries by itself"
+UNREACHABLE = "check that the server is up and reachable; journeyd retries by itself"
 
 
 class TaskCancelled(Exception):

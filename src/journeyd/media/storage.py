@@ -1,4 +1,5 @@
-"""Where images live: a folder under the data dir, behind a small protocol so S3 can follow.
+"""Where images live: the ImageStore port, and its local adapter, a folder under the data dir
+(`media/s3.py` is the other; `media/stores.py` picks one from a URL).
 
 Keys look like `<task id>/<name>.png`. Writes go to a temporary file first and are renamed into
 place, so a crash of the process never leaves half an image behind a URL. Durable (the default),
@@ -24,7 +25,9 @@ from typing import Protocol
 
 from journeyd.domain.errors import FAILING, NO_SPACE, READ_ONLY, StorageUnavailable
 
-_KEY = re.compile(r"^[0-9A-Z]{26}/[a-z0-9_-]{1,32}\.(png|webp|jpg)$")
+_TASK_ID = r"[0-9A-Z]{26}"
+_KEY = re.compile(rf"^{_TASK_ID}/[a-z0-9_-]{{1,32}}\.(png|webp|jpg)$")
+MEDIA_TYPES = {"png": "image/png", "webp": "image/webp", "jpg": "image/jpeg"}
 _REMEDIES = {
     errno.ENOSPC: NO_SPACE,
     errno.EDQUOT: NO_SPACE,
@@ -35,17 +38,53 @@ _REMEDIES = {
 MIB = 1024 * 1024
 
 
+StoredImage = Path | bytes
+"""An image to serve: a local file (sent with sendfile, never read into memory) or its bytes."""
+
+
 class ImageStore(Protocol):
-    def put(self, key: str, data: bytes) -> None: ...
-    def put_many(self, items: Sequence[tuple[str, bytes]]) -> None: ...
-    def get(self, key: str) -> bytes: ...
-    def path(self, key: str) -> Path | None: ...
-    def delete(self, key: str) -> None: ...
-    def delete_task(self, task_id: str) -> None: ...
+    """Images by key. A key that `valid_key` refuses is a ValueError everywhere but `open`; trouble
+    with the storage itself (disk, network, server) is a StorageUnavailable naming the place."""
+
+    def put(self, key: str, data: bytes) -> None:
+        """Store one image, replacing any under that key; once it returns, the image is kept."""
+        ...
+
+    def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """Store several images (a task's results). Each one lands whole or not at all."""
+        ...
+
+    def get(self, key: str) -> bytes:
+        """The image's bytes; FileNotFoundError when there is none."""
+        ...
+
+    def open(self, key: str) -> StoredImage | None:
+        """The image ready to serve, or None for a missing image or a bad key (a URL anyone may type)."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove one image; a missing one is fine."""
+        ...
+
+    def delete_task(self, task_id: str) -> None:
+        """Remove every image of one task, and nothing of any other."""
+        ...
+
+    def check(self) -> dict[str, object]:
+        """Readiness: a write and a delete go through now. Returns what it measured."""
+        ...
 
 
 def valid_key(key: str) -> bool:
     return bool(_KEY.match(key))
+
+
+def valid_task_id(task_id: str) -> bool:
+    return bool(re.fullmatch(_TASK_ID, task_id))
+
+
+def media_type(key: str) -> str:
+    return MEDIA_TYPES[key.rsplit(".", 1)[-1]]
 
 
 @contextmanager
@@ -131,9 +170,11 @@ class LocalImageStore:
                     _fsync_dir(folder)
 
     def get(self, key: str) -> bytes:
-        return self._file(key).read_bytes()
+        file = self._file(key)
+        with storage_errors(self.root):
+            return file.read_bytes()
 
-    def path(self, key: str) -> Path | None:
+    def open(self, key: str) -> StoredImage | None:
         if not valid_key(key):
             return None
         file = self.root / key
@@ -145,6 +186,8 @@ class LocalImageStore:
             file.unlink(missing_ok=True)
 
     def delete_task(self, task_id: str) -> None:
+        if not valid_task_id(task_id):  # rmtree on "../x" must never happen
+            raise ValueError(f"bad task id {task_id!r}")
         shutil.rmtree(self.root / task_id, ignore_errors=True)
 
     def check(self) -> dict[str, object]:
