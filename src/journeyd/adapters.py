@@ -13,7 +13,8 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from journeyd.config import Settings
-from journeyd.media.storage import MIB, ImageStore, LocalImageStore, check_writable
+from journeyd.media.storage import MIB, ImageStore, check_writable
+from journeyd.media.stores import open_image_store
 from journeyd.service import Dispatcher
 from journeyd.store.base import TaskStore, TransitionObserver
 from journeyd.worker import Worker
@@ -49,26 +50,21 @@ def open_store(settings: Settings, *, on_transition: TransitionObserver | None =
 
         return SqliteStore(path, durable=settings.durable, on_transition=on_transition)
     if scheme in ("postgresql", "postgres"):
-        from journeyd.store.postgres import PostgresStore
+        from journeyd.store.postgres import InvalidDatabaseUrl, PostgresStore
 
-        return PostgresStore(url, on_transition=on_transition)
+        try:
+            return PostgresStore(url, on_transition=on_transition)
+        except InvalidDatabaseUrl as error:
+            raise BadUrl(f"JOURNEYD_DATABASE_URL: {error}") from None
     raise BadUrl(f"JOURNEYD_DATABASE_URL {safe_url(url)!r}: use sqlite:///path or postgresql://user@host:port/db")
 
 
 def open_images(settings: Settings) -> ImageStore:
-    url = settings.storage
-    parts = urlsplit(url)
-    if parts.scheme == "file":
-        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
-            raise BadUrl(f"JOURNEYD_STORAGE_URL {url!r}: write file:///absolute/path")
-        return LocalImageStore(Path(parts.path), durable=settings.durable, min_free_bytes=settings.min_free_mb * MIB)
-    if parts.scheme == "s3":
-        if not parts.netloc:
-            raise BadUrl(f"JOURNEYD_STORAGE_URL {url!r}: write s3://bucket or s3://bucket/prefix")
-        from journeyd.media.s3 import S3ImageStore
-
-        return S3ImageStore(parts.netloc, parts.path.strip("/"))
-    raise BadUrl(f"JOURNEYD_STORAGE_URL {url!r}: use file:///path or s3://bucket/prefix")
+    """The images store JOURNEYD_STORAGE_URL names (see `media/stores.py`)."""
+    try:
+        return open_image_store(settings.storage, durable=settings.durable, min_free_bytes=settings.min_free_mb * MIB)
+    except ValueError as error:
+        raise BadUrl(f"JOURNEYD_STORAGE_URL: {error}") from None
 
 
 def open_dispatcher(settings: Settings, workers: Sequence[Worker]) -> RunningDispatcher:

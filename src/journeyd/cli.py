@@ -397,7 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except StorageUnavailable as error:  # a data dir journeyd cannot write: where and why, no traceback
-        print(f"journeyd: cannot write to {error.place}: {error.problem}", file=sys.stderr)
+        print(f"journeyd: cannot {error.doing} {error.place}: {error.problem}", file=sys.stderr)
         return 2
     except BadUrl as error:
         print(f"journeyd: {error}", file=sys.stderr)

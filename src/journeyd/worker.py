@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import cast
 
 import numpy as np
@@ -60,10 +60,11 @@ class _Heartbeat:
         if now - self.last_write < self.worker.heartbeat_ms and percent - self.last_percent < 10:
             return
         self.last_write, self.last_percent = now, percent
-        if preview is not None:
-            self.worker.images.put(f"{self.task.id}/{PREVIEW}", encode_jpeg(preview))
+        saved = preview is not None and self.worker.try_images(
+            self.worker.images.put, f"{self.task.id}/{PREVIEW}", encode_jpeg(preview)
+        )
         cancel = self.worker.store.heartbeat(
-            self.task.id, self.worker.id, now, self.worker.lease_ms, percent, preview=preview is not None
+            self.task.id, self.worker.id, now, self.worker.lease_ms, percent, preview=saved
         )
         if cancel is None:
             raise LeaseLost(self.task.id)
@@ -177,15 +178,25 @@ class Worker:
             log.warning("task %s: lease lost before its end was recorded, leaving it to its new worker", task.id)
             self._discard_outputs(task)
         else:
-            self.images.delete(f"{task.id}/{PREVIEW}")  # previews are for while it runs
+            self.try_images(self.images.delete, f"{task.id}/{PREVIEW}")  # previews are for while it runs
             if status is not Status.SUCCESS:
                 self._discard_outputs(task)
         return done or self.store.get_task(task.id) or task
 
+    def try_images(self, call: Callable[..., None], key: str, *data: bytes) -> bool:
+        """A preview or a clean-up, which a task does not depend on: storage trouble is logged, not raised
+        (the images the task's result names are saved with `put_many`, which does raise)."""
+        try:
+            call(key, *data)
+        except StorageUnavailable as error:
+            log.warning("%s of %s skipped: %s", call.__name__, key, error)
+            return False
+        return True
+
     def _discard_outputs(self, task: Task) -> None:
         """A run that did not end in success leaves no images behind (its inputs stay: mask, prompts)."""
         for name in [*(f"{i}.png" for i in range(CANDIDATES)), "grid.png"]:
-            self.images.delete(output_key(task, name))
+            self.try_images(self.images.delete, output_key(task, name))
 
     def _inputs(self, task: Task) -> Inputs:
         def load(key: str):  # type: ignore[no-untyped-def]
