@@ -20,9 +20,12 @@ import numpy as np
 import psycopg
 import pytest
 from PIL import Image
+from psycopg.conninfo import conninfo_to_dict
 
 from tests.conftest import box_mask, png_data_url
 from tests.fleet import Fleet
+from tests.pg import fresh_database
+from tests.seaweed import Seaweed
 from tests.servers import journeyd
 from tests.test_seed_flow import _beyond_feather
 
@@ -32,7 +35,24 @@ FINAL = {"SUCCESS", "FAILURE", "CANCEL"}
 
 
 @pytest.fixture
-def fleet(tmp_path: Path, pg_url: str, s3: Any) -> Iterator[Fleet]:
+def pg_url() -> Iterator[str]:
+    """A fresh database of this test's own, as the URL an operator writes."""
+    with fresh_database() as dsn:
+        parts = conninfo_to_dict(dsn)
+        user, host, port = parts.get("user", "postgres"), parts["host"], parts.get("port", 5432)
+        yield f"postgresql://{user}@{host}:{port}/{parts['dbname']}"
+
+
+@pytest.fixture
+def s3(tmp_path: Path) -> Iterator[Seaweed]:
+    """An S3 server of this test's own: some tests stop it."""
+    server = Seaweed(tmp_path / "s3").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, pg_url: str, s3: Seaweed) -> Iterator[Fleet]:
     fleet = Fleet(
         tmp_path,
         database_url=pg_url,
@@ -238,7 +258,7 @@ def test_a_postgres_restart_gives_503s_then_everything_recovers(fleet: Fleet) ->
 
 
 def test_s3_down_while_a_worker_saves_fails_the_task_with_a_reason_and_a_refund(
-    fleet: Fleet, pg_url: str, s3: Any
+    fleet: Fleet, pg_url: str, s3: Seaweed
 ) -> None:
     headers = new_key(fleet)
     api = fleet.api()
