@@ -175,6 +175,14 @@ class PromptSpec:
 DEFAULT_VERSION = "7"
 
 
+def routing_label(spec: PromptSpec) -> str:
+    """The model a task must run on, as workers advertise it: an explicit `--niji N` is "niji<N>", an
+    explicit `--v X` is "X", neither is "default" (whatever model a worker draws unversioned prompts with)."""
+    if spec.niji is not None:
+        return f"niji{spec.niji}"
+    return spec.version if spec.version is not None else "default"
+
+
 def parse_prompt(prompt: str) -> PromptSpec:
     """Parse a Midjourney prompt. Raises `PromptError` with a message naming the bad part."""
     if not isinstance(prompt, str):

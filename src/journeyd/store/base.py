@@ -135,15 +135,24 @@ class TaskStore(Protocol):
     def forget_idempotency_keys(self, now: int) -> int:
         """Delete the keys whose lifetime ended before `now`; how many there were."""
 
-    def claim_next(self, worker: str, now: int, lease_ms: int) -> Task | None:
-        """Take the first queued task (highest speed, then oldest) and lease it to `worker`."""
+    def claim_next(self, worker: str, now: int, lease_ms: int, *, models: Sequence[str] | None = None) -> Task | None:
+        """Take the first queued task (highest speed, then oldest) and lease it to `worker`. With
+        `models`, only a task whose routing label (`domain.prompt.routing_label`) is one of them."""
 
     def claim_batch(
-        self, worker: str, now: int, lease_ms: int, *, limit: int, key: Callable[[Task], object | None]
+        self,
+        worker: str,
+        now: int,
+        lease_ms: int,
+        *,
+        limit: int,
+        key: Callable[[Task], object | None],
+        models: Sequence[str] | None = None,
     ) -> list[Task]:
         """Take the first queued task and, while the tasks queued right behind it have the same
         `key` (not None), up to `limit` tasks in all; lease them to `worker`. No task is taken
-        ahead of one queued before it."""
+        ahead of one queued before it. With `models`, the queue is only the tasks whose routing
+        label is one of them."""
 
     def heartbeat(
         self, task_id: str, worker: str, now: int, lease_ms: int, progress: int, *, preview: bool = False

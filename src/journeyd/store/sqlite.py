@@ -25,7 +25,7 @@ from journeyd.domain.errors import FAILING, NO_SPACE, READ_ONLY, PaymentRequired
 from journeyd.domain.idempotency import TTL_MS, Idempotency
 from journeyd.domain.keys import ApiKey, Charge
 from journeyd.domain.lifecycle import Action, Op, Speed, Status, sources_of
-from journeyd.domain.prompt import PromptSpec
+from journeyd.domain.prompt import PromptSpec, routing_label
 from journeyd.domain.task import ClientData, Hook, Result, Task
 from journeyd.store.base import (
     Delivery,
@@ -628,7 +628,10 @@ class SqliteStore:
         with self._write() as conn:
             return conn.execute("DELETE FROM idempotency_keys WHERE created_at <= ?", (now - TTL_MS,)).rowcount
 
-    def claim_next(self, worker: str, now: int, lease_ms: int) -> Task | None:
+    def claim_next(self, worker: str, now: int, lease_ms: int, *, models: Sequence[str] | None = None) -> Task | None:
+        if models is not None:
+            claimed = self.claim_batch(worker, now, lease_ms, limit=1, key=lambda task: None, models=models)
+            return claimed[0] if claimed else None
         with self._write() as conn:
             # A queued row is not updated while it waits, so its updated_at is when it was queued.
             queued = conn.execute(
@@ -646,17 +649,27 @@ class SqliteStore:
             return task
 
     def claim_batch(
-        self, worker: str, now: int, lease_ms: int, *, limit: int, key: Callable[[Task], object | None]
+        self,
+        worker: str,
+        now: int,
+        lease_ms: int,
+        *,
+        limit: int,
+        key: Callable[[Task], object | None],
+        models: Sequence[str] | None = None,
     ) -> list[Task]:
-        if limit <= 1:  # one statement, without reading the queue first
+        if limit <= 1 and models is None:  # one statement, without reading the queue first
             task = self.claim_next(worker, now, lease_ms)
             return [task] if task else []
         with self._write() as conn:
-            rows = conn.execute(
-                f"SELECT {_TASK_COLUMNS} FROM tasks WHERE status = 'submitted' ORDER BY priority DESC, seq LIMIT ?",
-                (limit,),
-            ).fetchall()
-            queued = [_task_from_row(row) for row in rows]
+            if models is None:
+                rows = conn.execute(
+                    f"SELECT {_TASK_COLUMNS} FROM tasks WHERE status = 'submitted' ORDER BY priority DESC, seq LIMIT ?",
+                    (limit,),
+                ).fetchall()
+                queued = [_task_from_row(row) for row in rows]
+            else:
+                queued = self._queued_for(conn, models, max(limit, 1))
             if not queued:
                 return []
             first = key(queued[0])
@@ -675,6 +688,23 @@ class SqliteStore:
                 claimed.append(_task_from_row(row))
                 self._moved(claimed[-1], Status.SUBMITTED, task.updated_at, worker)
             return claimed
+
+    @staticmethod
+    def _queued_for(conn: sqlite3.Connection, models: Sequence[str], limit: int) -> list[Task]:
+        """The head of the queue among the tasks one of `models` can draw.
+
+        Interim: the label is computed from each queued row's prompt (the queue is short and this runs
+        under the write lock); a stored `model` column with an index replaces it."""
+        wanted = set(models)
+        queued: list[Task] = []
+        rows = conn.execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE status = 'submitted' ORDER BY priority DESC, seq")
+        for row in rows:
+            task = _task_from_row(row)
+            if routing_label(task.spec) in wanted:
+                queued.append(task)
+                if len(queued) == limit:
+                    break
+        return queued
 
     def heartbeat(
         self, task_id: str, worker: str, now: int, lease_ms: int, progress: int, *, preview: bool = False
