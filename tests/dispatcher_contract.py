@@ -175,14 +175,14 @@ class DispatcherContract:
         return rig.runtime.service.imagine(CALLER, prompt)
 
     @staticmethod
-    def ended(rig: Rig, *tasks: Task, status: Status = Status.SUCCESS) -> list[Task]:
+    def ended(rig: Rig, *tasks: Task, status: Status = Status.SUCCESS, timeout_s: float = 15.0) -> list[Task]:
         store = rig.runtime.store
 
         def all_ended() -> list[Task] | None:
             now = [store.get_task(task.id) for task in tasks]
             return now if all(t is not None and t.status.terminal for t in now) else None  # type: ignore[misc]
 
-        done: list[Task] = wait_for(all_ended, f"tasks {[t.prompt for t in tasks]} to end")
+        done: list[Task] = wait_for(all_ended, f"tasks {[t.prompt for t in tasks]} to end", timeout_s)
         assert [t.status for t in done] == [status] * len(done), [(t.prompt, t.status, t.fail_reason) for t in done]
         return done
 

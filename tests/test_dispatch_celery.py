@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,8 +22,10 @@ from kombu import Connection
 
 from journeyd.dispatch.bells import BELL_TASK, queue_name, routing_key
 from journeyd.dispatch.celery import CeleryDispatcher, EmbeddedWorker, exchange_for, make_celery
+from journeyd.domain.lifecycle import Status
 from journeyd.worker import Worker
 from tests.dispatcher_contract import Base, DispatcherContract, GatedEngine, Journal, wait_for
+from tests.tcp_proxy import TcpProxy
 
 BROKER = os.environ.get("JOURNEYD_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
@@ -38,20 +43,20 @@ pytestmark = pytest.mark.skipif(not _broker_up(), reason=f"no RabbitMQ at {BROKE
 
 
 class CeleryRig:
-    def __init__(self, base: Base) -> None:
+    def __init__(self, base: Base, *, broker: str = BROKER) -> None:
         self.base, self.runtime = base, base.runtime
         self.namespace = f"jdtest-{uuid.uuid4().hex[:10]}"
-        self.app = make_celery(BROKER, namespace=self.namespace)
+        self.app = make_celery(broker, namespace=self.namespace)
         self.dispatcher = CeleryDispatcher(self.app, namespace=self.namespace)
         self.dispatcher.start()
         self.runtime.service.dispatcher = self.dispatcher
         self.machines: list[EmbeddedWorker] = []
         self.by_hand = 0
 
-    def machine(self, engine: GatedEngine, count: int = 1) -> list[Worker]:
+    def machine(self, engine: GatedEngine, count: int = 1, *, broker: str = BROKER) -> list[Worker]:
         workers = self.base.workers(engine, count)
         box = EmbeddedWorker(
-            make_celery(BROKER, namespace=self.namespace),
+            make_celery(broker, namespace=self.namespace),
             workers,
             namespace=self.namespace,
             hostname=f"box{len(self.machines)}@{self.namespace}",
@@ -143,3 +148,106 @@ def test_wake_returns_at_once_when_the_broker_is_down_and_the_failure_is_logged(
     assert len(failures) == 20
     assert "task00" in failures[0] and "sweep rings it again" in failures[0]
     assert dispatcher.published == 0
+
+
+def _via(proxy: TcpProxy) -> str:
+    return BROKER.replace("127.0.0.1:5672", proxy.url_host)
+
+
+@pytest.fixture
+def proxy() -> Iterator[TcpProxy]:
+    upstream = BROKER.split("@", 1)[1].split("/", 1)[0].split(":")
+    made = TcpProxy((upstream[0], int(upstream[1])))
+    yield made
+    made.close()
+
+
+def test_the_publisher_reconnects_after_losing_the_broker(tmp_path, proxy: TcpProxy) -> None:  # type: ignore[no-untyped-def]
+    base = Base(tmp_path)
+    rig = CeleryRig(base, broker=_via(proxy))
+    try:
+        rig.machine(GatedEngine(Journal()))
+        first = DispatcherContract.submit(rig, "before the cut")
+        DispatcherContract.ended(rig, first)
+        proxy.cut()  # the broker drops the publisher's connection, as a restart would
+        second = DispatcherContract.submit(rig, "after the cut")
+        DispatcherContract.ended(rig, second)
+        assert (rig.dispatcher.published, rig.dispatcher.dropped) == (2, 0)
+    finally:
+        rig.close()
+        base.close()
+
+
+def test_bells_queued_while_a_worker_is_cut_off_run_once_it_is_back(tmp_path, proxy: TcpProxy) -> None:  # type: ignore[no-untyped-def]
+    base = Base(tmp_path)
+    rig = CeleryRig(base)
+    try:
+        journal = Journal()
+        rig.machine(GatedEngine(journal), broker=_via(proxy))
+        proxy.down()  # the worker loses the broker and cannot reconnect
+        tasks = [DispatcherContract.submit(rig, f"queued {i}") for i in range(3)]
+        bells = queue_name(rig.namespace, None)
+        with Connection(BROKER) as connection:
+            wait_for(
+                lambda: connection.default_channel.queue_declare(bells, passive=True).message_count == 3,
+                "the bells to wait in the durable queue",
+            )
+        assert journal.texts() == []
+        proxy.up()  # the worker reconnects by itself
+        DispatcherContract.ended(rig, *tasks, timeout_s=30)
+        assert sorted(journal.texts()) == ["queued 0", "queued 1", "queued 2"]
+    finally:
+        rig.close()
+        base.close()
+
+
+def test_sigterm_lets_the_running_task_finish_and_leaves_the_queued_one_to_the_next_worker(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    base = Base(tmp_path)
+    rig = CeleryRig(base)
+    store, settings = base.runtime.store, base.runtime.settings
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "w") as log_file:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.celery_worker_main",
+                str(settings.database_path),
+                str(settings.images_dir),
+                BROKER,
+                rig.namespace,
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+    bells = queue_name(rig.namespace, None)
+    try:
+        with Connection(BROKER) as connection:
+            channel = connection.default_channel
+            wait_for(lambda: _consumers(bells) == 1, "the worker process to consume", 30)
+            running = DispatcherContract.submit(rig, "the running one")
+            wait_for(lambda: store.get_task(running.id).status is Status.IN_PROGRESS, "the task to start")  # type: ignore[union-attr]
+            waiting = DispatcherContract.submit(rig, "the waiting one")
+            wait_for(lambda: channel.queue_declare(bells, passive=True).message_count == 1, "its bell to be queued")
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=20) == 0, log_path.read_text()
+            assert store.get_task(running.id).status is Status.SUCCESS  # type: ignore[union-attr]
+            assert store.get_task(waiting.id).status is Status.SUBMITTED  # type: ignore[union-attr]
+            assert channel.queue_declare(bells, passive=True).message_count == 1  # its bell waits for the next worker
+        rig.machine(GatedEngine(Journal()))  # and the next worker runs it
+        DispatcherContract.ended(rig, waiting)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        rig.close()
+        base.close()
+
+
+def _consumers(queue: str) -> int:
+    try:
+        with Connection(BROKER) as connection:
+            return connection.default_channel.queue_declare(queue, passive=True).consumer_count
+    except Exception:  # not declared yet
+        return 0
