@@ -25,6 +25,7 @@ from journeyd.domain.lifecycle import Action, Op, Speed, Status
 from journeyd.domain.moderation import BannedWords
 from journeyd.domain.pricing import PriceTable
 from journeyd.domain.prompt import PromptSpec, parse_prompt, parse_speed, with_overrides
+from journeyd.domain.routing import routing_label
 from journeyd.domain.task import ClientData, Hook, Task
 from journeyd.imaging.budget import PixelBudget
 from journeyd.imaging.codec import decode_image, encode_png, image_pixels, to_rgb
@@ -47,7 +48,14 @@ class Fetcher(Protocol):
 
 
 class Dispatcher(Protocol):
-    def wake(self, task_id: str) -> None: ...
+    """Delivers bells: "a task you may be able to run is queued". The task row is the truth; a bell
+    carries no more than which model's workers to wake (and how urgently), so a lost or repeated bell
+    changes nothing but when a task starts."""
+
+    def wake(self, task_id: str, model: str, speed: Speed = Speed.RELAX) -> None:
+        """Ring for `task_id`, whose routing label (`domain.routing.routing_label`) is `model`. Returns at
+        once and never raises: a bell that cannot be delivered is logged and left to the sweep."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -291,7 +299,7 @@ class TaskService:
         if submitted is None:
             self._forget(inputs.mask_key)
             raise Conflict(f"task {task.id}: {MODAL_EXPIRED}")
-        self.dispatcher.wake(submitted.id)
+        self._ring(submitted)
         return submitted
 
     def cancel(self, caller: Caller, ref: str) -> Task:
@@ -312,9 +320,14 @@ class TaskService:
     def reclaim(self, *, every_lease: bool = False) -> Reclaimed:
         reclaimed = self.store.reclaim(self.clock.now_ms(), self.limits.max_attempts, every_lease=every_lease)
         metrics.leases_reclaimed(len(reclaimed.requeued), len(reclaimed.failed))
-        for task_id in reclaimed.requeued:
-            self.dispatcher.wake(task_id)
+        if reclaimed.requeued:
+            for task in self.store.get_tasks(ids=reclaimed.requeued):
+                self._ring(task)
         return reclaimed
+
+    def _ring(self, task: Task) -> None:
+        """Tell the workers that can draw `task` that it is queued."""
+        self.dispatcher.wake(task.id, routing_label(task.spec), task.speed)
 
     # --- rules -----------------------------------------------------------------------------------
     def _check_ready(self, parent: Task) -> None:
@@ -557,7 +570,7 @@ class TaskService:
             self._discard(task, cleanup)
             raise
         if task.status is Status.SUBMITTED:
-            self.dispatcher.wake(task.id)
+            self._ring(task)
         return task
 
     def _discard(self, task: Task, cleanup: bool) -> None:

@@ -19,7 +19,7 @@ from journeyd.clock import Clock
 from journeyd.domain.errors import JourneydError, StorageUnavailable, TaskCancelled
 from journeyd.domain.lifecycle import Status
 from journeyd.domain.task import Result, Task
-from journeyd.engines.base import BatchEngine, Engine, EngineOutOfMemory, Progress
+from journeyd.engines.base import BatchEngine, Engine, EngineOutOfMemory, Progress, served_models
 from journeyd.imaging.codec import decode_png, encode_jpeg, encode_png
 from journeyd.imaging.grid import make_grid
 from journeyd.media.storage import ImageStore
@@ -91,12 +91,15 @@ class Worker:
         self.lease_ms, self.heartbeat_ms = lease_ms, heartbeat_ms
         self.max_output_pixels = max_output_pixels
         self.batch_tasks = batch_tasks  # Imagine tasks one engine call may draw together
+        # The routing labels this worker claims (None: any), so a worker never takes a task its
+        # engine cannot draw, whatever bell woke it.
+        self.models: Sequence[str] | None = served_models(engine)
 
     def run_next(self) -> Task | None:
         """Claim and run the next queued task, with the tasks queued right behind it that can share
         its engine call (up to `batch_tasks`); None when the queue is empty."""
         tasks = self.store.claim_batch(
-            self.id, self.clock.now_ms(), self.lease_ms, limit=self.batch_tasks, key=self._batch_key
+            self.id, self.clock.now_ms(), self.lease_ms, limit=self.batch_tasks, key=self._batch_key, models=self.models
         )
         return self.run(tasks)[0] if tasks else None
 

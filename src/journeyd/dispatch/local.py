@@ -11,6 +11,7 @@ import threading
 from collections.abc import Sequence
 
 from journeyd.domain.errors import StorageUnavailable
+from journeyd.domain.lifecycle import Speed
 from journeyd.worker import Worker
 
 log = logging.getLogger("journeyd.dispatch")
@@ -25,7 +26,9 @@ class LocalDispatcher:
         self._running = False
         self._threads: list[threading.Thread] = []
 
-    def wake(self, task_id: str) -> None:
+    def wake(self, task_id: str, model: str = "default", speed: Speed = Speed.RELAX) -> None:
+        # Every thread here shares the one queue and claims by its own worker's models: a ring only
+        # says "look again", whoever it is for.
         with self._bell:
             self._rings += 1
             self._bell.notify()

@@ -105,3 +105,21 @@ class BatchEngine(Engine, Protocol):
         its own preview); images per job, as `generate` would return them. A progress that raises
         stops the whole call."""
         ...
+
+
+ANY_MODEL = "*"
+
+
+def served_models(engine: Engine) -> list[str] | None:
+    """The routing labels (`domain.routing.routing_label`) this engine can draw; None: any.
+
+    An engine with a `versions` table (the diffusers engine) serves the labels its profiles list, plus
+    "default" (a prompt with no --v/--niji gets its first profile); a profile listing "*" serves any.
+    An engine without one (classic) draws every version."""
+    versions = getattr(engine, "versions", None)
+    if versions is None:
+        return None
+    served = [str(label) for label in versions.served()]
+    if ANY_MODEL in served:
+        return None
+    return sorted({*served, "default"})
