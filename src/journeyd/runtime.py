@@ -230,6 +230,7 @@ def build_runtime(
             max_request_pixels=settings.max_request_pixels,
             max_output_pixels=settings.max_output_pixels,
             max_attempts=settings.max_attempts,
+            handover_ms=int(settings.handover_s * 1000),
         ),
     )
     maintenance = Maintenance(service)

@@ -79,6 +79,7 @@ class Limits:
     max_request_pixels: int = 64_000_000  # all the images of one request together
     max_output_pixels: int = 16_777_216
     max_attempts: int = 3
+    handover_ms: int = 30_000  # a queued task nobody took this long after its hand-over is handed over again
 
 
 @dataclass(frozen=True)
@@ -324,6 +325,16 @@ class TaskService:
             for task in self.store.get_tasks(ids=reclaimed.requeued):
                 self._ring(task)
         return reclaimed
+
+    def hand_over_stale(self) -> list[str]:
+        """Ring again for the tasks queued longer than `handover_ms` since their last hand-over: the
+        bell was lost (the broker was down, the process died between the commit and the publish) or
+        every worker is busy. The row is the truth, so a bell too many claims nothing."""
+        stale = self.store.stale_queued(self.clock.now_ms(), self.limits.handover_ms)
+        if stale:
+            for task in self.store.get_tasks(ids=stale):
+                self._ring(task)
+        return stale
 
     def _ring(self, task: Task) -> None:
         """Tell the workers that can draw `task` that it is queued."""

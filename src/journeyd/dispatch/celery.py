@@ -15,7 +15,9 @@ the API nodes rings it again.
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import socket
 import threading
 import time
 import weakref
@@ -322,7 +324,9 @@ def run_worker(
     SIGTERM is a warm shutdown: running tasks finish; a task that cannot (a second signal) keeps its
     lease, its bell stays unacked, and another worker runs it once the lease is reclaimed."""
     bells = _serve(app, workers, namespace)
-    log.info("worker consuming %s (%d threads)", bells.name, len(workers))
+    # one name per process: Celery's control queue is exclusive to its node name, and a box may run several
+    hostname = hostname or f"{namespace}-{os.getpid()}@{socket.gethostname()}"
+    log.info("worker %s consuming %s (%d threads)", hostname, bells.name, len(workers))
     worker = app.Worker(loglevel=loglevel, **_worker_options(len(workers), hostname, bells))
     worker.start()
     return int(worker.exitcode or 0)
