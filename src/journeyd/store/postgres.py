@@ -316,7 +316,10 @@ class PostgresStore:
                 self._migrate(conn)
         except psycopg.OperationalError as error:
             raise StorageUnavailable(
-                self.place, f"{UNREACHABLE} ({_first_line(error)})", "start it, or fix the database URL"
+                self.place,
+                f"{UNREACHABLE} ({_first_line(error)})",
+                "start it, or fix the database URL",
+                doing="reach",
             ) from None
         self._pool = ConnectionPool(
             dsn,
@@ -344,7 +347,7 @@ class PostgresStore:
             raise  # a deadlock or serialisation failure is a bug of ours, not the server's trouble
         except (psycopg.OperationalError, psycopg.InterfaceError) as error:
             # includes PoolTimeout, AdminShutdown, a statement timeout and a connection cut mid-statement
-            raise StorageUnavailable(self.place, UNREACHABLE, RECONNECTS) from error
+            raise StorageUnavailable(self.place, UNREACHABLE, RECONNECTS, doing="reach") from error
 
     @contextmanager
     def _write(self) -> Iterator[psycopg.Connection]:
