@@ -24,7 +24,7 @@ from journeyd.domain.lifecycle import Status
 from journeyd.domain.prompt import PromptSpec
 from journeyd.domain.routing import routing_label
 from journeyd.domain.task import Task
-from journeyd.engines.base import Image, Progress
+from journeyd.engines.base import Image, Progress, served_models
 from journeyd.engines.classic import ClassicEngine
 from journeyd.runtime import Runtime, build_runtime
 from journeyd.service import Caller
@@ -144,6 +144,7 @@ class Base:
                     self.clock,
                     worker_id=f"w{self._serial}",
                     heartbeat_ms=0,  # every step reads the row: cancels land at once
+                    models=served_models(engine),
                 )
             )
         return made

@@ -55,6 +55,8 @@ class CeleryRig:
 
     def machine(self, engine: GatedEngine, count: int = 1, *, broker: str = BROKER) -> list[Worker]:
         workers = self.base.workers(engine, count)
+        for worker in workers:
+            worker.models = None  # left open: the fleet worker takes them from its engine
         box = EmbeddedWorker(
             make_celery(broker, namespace=self.namespace),
             workers,
@@ -251,3 +253,9 @@ def _consumers(queue: str) -> int:
             return connection.default_channel.queue_declare(queue, passive=True).consumer_count
     except Exception:  # not declared yet
         return 0
+
+
+def test_a_fleet_worker_claims_what_its_engine_serves(celery_rig: CeleryRig) -> None:
+    (worker,) = celery_rig.machine(GatedEngine(Journal(), models=["7"]))
+    assert worker.models == ["7", "default"]  # set from the engine even if the caller left it open
+    assert _consumers(queue_name(celery_rig.namespace, ["7", "default"])) == 1

@@ -19,7 +19,7 @@ from journeyd.clock import Clock
 from journeyd.domain.errors import JourneydError, StorageUnavailable, TaskCancelled
 from journeyd.domain.lifecycle import Status
 from journeyd.domain.task import Result, Task
-from journeyd.engines.base import BatchEngine, Engine, EngineOutOfMemory, Progress, served_models
+from journeyd.engines.base import BatchEngine, Engine, EngineOutOfMemory, Progress
 from journeyd.imaging.codec import decode_png, encode_jpeg, encode_png
 from journeyd.imaging.grid import make_grid
 from journeyd.media.storage import ImageStore
@@ -85,15 +85,18 @@ class Worker:
         heartbeat_ms: int = 1_000,
         max_output_pixels: int = 16_777_216,
         batch_tasks: int = 1,
+        models: Sequence[str] | None = None,
     ) -> None:
         self.store, self.images, self.engine, self.clock = store, images, engine, clock
         self.id = worker_id
         self.lease_ms, self.heartbeat_ms = lease_ms, heartbeat_ms
         self.max_output_pixels = max_output_pixels
         self.batch_tasks = batch_tasks  # Imagine tasks one engine call may draw together
-        # The routing labels this worker claims (None: any), so a worker never takes a task its
-        # engine cannot draw, whatever bell woke it.
-        self.models: Sequence[str] | None = served_models(engine)
+        # The routing labels this worker claims (None: any). A fleet worker claims what its engine
+        # serves (`served_models`), so it never takes a task another box is for, whatever bell woke
+        # it; the embedded workers claim any, so a task for a version no longer configured fails
+        # with a reason instead of waiting forever.
+        self.models: Sequence[str] | None = models
 
     def run_next(self) -> Task | None:
         """Claim and run the next queued task, with the tasks queued right behind it that can share

@@ -37,6 +37,7 @@ from kombu.asynchronous import get_event_loop, set_event_loop
 from journeyd.dispatch.bells import BELL_TASK, MAX_PRIORITY, bell_priority, binding_keys, queue_name, routing_key
 from journeyd.domain.errors import StorageUnavailable
 from journeyd.domain.lifecycle import Speed
+from journeyd.engines.base import served_models
 from journeyd.worker import Worker
 
 log = logging.getLogger("journeyd.dispatch")
@@ -274,11 +275,19 @@ def _answer(app: Celery, task_id: str) -> None:
 
 
 def _serve(app: Celery, workers: Sequence[Worker], namespace: str) -> Queue:
+    for worker in workers:  # a fleet worker claims only what its engine draws: other boxes serve the rest
+        if worker.models is None:
+            worker.models = served_models(worker.engine)
     crew = _Crew(workers)
     _crews[app] = crew
     bells = queue_for(namespace, crew.models)
     app.conf.task_queues = [bells]
     with app.connection_for_write() as connection:  # declared before consuming: bells routed now are kept
+        # A worker started before its broker waits for it (broker_connection_retry_on_startup), saying so.
+        connection.ensure_connection(
+            errback=lambda error, interval: log.warning("broker unreachable (%s); retrying in %.0f s", error, interval),
+            max_retries=None,
+        )
         bells.bind(connection.default_channel).declare()
     return bells
 
