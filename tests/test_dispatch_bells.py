@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from journeyd.dispatch.bells import bell_priority, binding_keys, queue_name, routing_key
 from journeyd.domain.lifecycle import Speed
-from journeyd.domain.prompt import parse_prompt, routing_label
+from journeyd.domain.prompt import parse_prompt
+from journeyd.domain.routing import routing_label
 from journeyd.engines.base import served_models
 from journeyd.engines.classic import ClassicEngine
 from journeyd.engines.diffusion.profiles import Versions, profile_from
