@@ -147,7 +147,7 @@ def _engines(settings: Settings, given: Engine | Sequence[Engine] | None) -> lis
     return list(given) if isinstance(given, Sequence) else [given]
 
 
-def _thread_count(settings: Settings, given: Engine | Sequence[Engine] | None) -> int | None:
+def _thread_count(settings: Settings) -> int | None:
     """In-process worker threads (None: one per engine device). With a broker, the work runs in
     `journeyd worker` processes, so this process runs none."""
     if settings.broker_url is None:
@@ -181,7 +181,7 @@ def build_runtime(
 ) -> Runtime:
     clock = clock or SystemClock()
     check_writable(settings.data_dir, durable=settings.durable)
-    count = _thread_count(settings, engine)
+    count = _thread_count(settings)
     store = open_store(settings, on_transition=observe.task_moved)
     if store.shared and not settings.webhook_secret:
         store.close()

@@ -350,6 +350,17 @@ class PostgresStore:
             raise StorageUnavailable(self.place, UNREACHABLE, RECONNECTS, doing="reach") from error
 
     @contextmanager
+    def _read(self) -> Iterator[psycopg.Connection]:
+        """A pooled connection in autocommit, for reads: each is one statement, consistent by itself,
+        so it needs no BEGIN and COMMIT, two round trips of every poll."""
+        with self._connection() as conn:
+            conn.autocommit = True
+            try:
+                yield conn
+            finally:
+                conn.autocommit = False
+
+    @contextmanager
     def _write(self) -> Iterator[psycopg.Connection]:
         self._local.moves = moves = []
         with self._connection() as conn:
@@ -515,7 +526,7 @@ class PostgresStore:
         task = self._finished.get(task_id)
         if task is not None:
             return task
-        with self._connection() as conn:
+        with self._read() as conn:
             row = conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = %s", (task_id,)).fetchone()
         if row is None:
             return None
@@ -525,7 +536,7 @@ class PostgresStore:
         return task
 
     def get_task_by_number(self, number: int) -> Task | None:
-        with self._connection() as conn:
+        with self._read() as conn:
             row = conn.execute("SELECT id FROM tasks WHERE number = %s", (number,)).fetchone()
         return self.get_task(row[0]) if row else None
 
@@ -535,7 +546,7 @@ class PostgresStore:
         wanted = [i for i in ids if i not in cached]
         if not wanted and not numbers:
             return found
-        with self._connection() as conn:
+        with self._read() as conn:
             rows = conn.execute(
                 f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ANY(%s::text[]) OR number = ANY(%s::bigint[])",
                 (wanted, list(numbers)),
@@ -547,7 +558,7 @@ class PostgresStore:
     def list_tasks(self, owner: str | None, *, statuses: Sequence[Status] = (), limit: int = 100) -> list[Task]:
         """The owner's newest tasks first; with `statuses`, in the order they will run."""
         where, params = _owner_is(owner)
-        with self._connection() as conn:
+        with self._read() as conn:
             if statuses:
                 rows = conn.execute(
                     f"SELECT {TASK_COLUMNS} FROM tasks WHERE {where} AND status = ANY(%s::text[]) "
@@ -600,7 +611,7 @@ class PostgresStore:
             return task
 
     def idempotent_submit(self, owner: str | None, key: str, now: int) -> IdempotentSubmit | None:
-        with self._connection() as conn:
+        with self._read() as conn:
             row = conn.execute(
                 "SELECT task_id, fingerprint FROM idempotency_keys WHERE owner = %s AND key = %s AND created_at > %s",
                 (owner or "", key, now - TTL_MS),
@@ -775,12 +786,12 @@ class PostgresStore:
 
     def queued_count(self, owner: str | None) -> int:
         where, params = _owner_is(owner)
-        with self._connection() as conn:
+        with self._read() as conn:
             row = conn.execute(f"SELECT COUNT(*) FROM tasks WHERE {where} AND {_RUNNING_OR_QUEUED}", params).fetchone()
         return row[0]  # type: ignore[index]
 
     def queue_position(self, task_id: str) -> int:
-        with self._connection() as conn:
+        with self._read() as conn:
             row = conn.execute(
                 "SELECT COUNT(*) FROM tasks AS other, tasks AS me WHERE me.id = %s AND other.status = 'submitted' "
                 "AND (other.priority > me.priority OR (other.priority = me.priority AND other.seq < me.seq))",
@@ -789,7 +800,7 @@ class PostgresStore:
         return row[0]  # type: ignore[index]
 
     def queue_depth(self) -> dict[tuple[Speed, Status], int]:
-        with self._connection() as conn:
+        with self._read() as conn:
             rows = conn.execute(
                 f"SELECT speed, status, COUNT(*) FROM tasks WHERE {_RUNNING_OR_QUEUED} GROUP BY speed, status"
             ).fetchall()
@@ -828,7 +839,7 @@ class PostgresStore:
             )
 
     def outbox(self, task_id: str) -> list[dict[str, Any]]:
-        with self._connection() as conn:
+        with self._read() as conn:
             rows = (
                 conn.cursor(row_factory=dict_row)
                 .execute(
@@ -867,27 +878,27 @@ class PostgresStore:
         return key_from_row(row)  # type: ignore[arg-type]
 
     def key_by_hash(self, key_hash: str) -> ApiKey | None:
-        with self._connection() as conn:
+        with self._read() as conn:
             row = conn.execute(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE hash = %s", (key_hash,)).fetchone()
         return key_from_row(row) if row else None
 
     def get_key(self, key_id: str) -> ApiKey | None:
-        with self._connection() as conn:
+        with self._read() as conn:
             row = conn.execute(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = %s", (key_id,)).fetchone()
         return key_from_row(row) if row else None
 
     def list_keys(self) -> list[ApiKey]:
-        with self._connection() as conn:
+        with self._read() as conn:
             rows = conn.execute(f"SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at, id").fetchall()
         return [key_from_row(row) for row in rows]
 
     def count_keys(self) -> int:
-        with self._connection() as conn:
+        with self._read() as conn:
             row = conn.execute("SELECT COUNT(*) FROM api_keys").fetchone()
         return row[0]  # type: ignore[index]
 
     def ledger(self, *, key_id: str | None = None, task_id: str | None = None) -> list[LedgerEntry]:
-        with self._connection() as conn:
+        with self._read() as conn:
             rows = conn.execute(
                 f"SELECT {LEDGER_COLUMNS} FROM ledger WHERE (%(key)s::text IS NULL OR key_id = %(key)s) "
                 "AND (%(task)s::text IS NULL OR task_id = %(task)s) ORDER BY id",
