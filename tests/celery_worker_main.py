@@ -8,42 +8,27 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
-from collections.abc import Sequence
 from pathlib import Path
 
 from journeyd.clock import SystemClock
 from journeyd.dispatch.celery import make_celery, run_worker
-from journeyd.domain.prompt import PromptSpec
-from journeyd.engines.base import Image, Progress
 from journeyd.engines.classic import ClassicEngine
 from journeyd.media.storage import LocalImageStore
 from journeyd.store.sqlite import SqliteStore
 from journeyd.worker import Worker
 
-DRAW_S = 1.5
-
-
-class SlowEngine(ClassicEngine):
-    def generate(
-        self,
-        prompt: PromptSpec,
-        size: tuple[int, int],
-        seeds: Sequence[int],
-        progress: Progress,
-        init_images: Sequence[Image] = (),
-    ) -> list[Image]:
-        for step in range(30):
-            progress(step, 30)
-            time.sleep(DRAW_S / 30)
-        return super().generate(prompt, size, seeds, progress, init_images)
+DRAW_S = 1.5  # how long an Imagine takes: time to send SIGTERM while it runs
 
 
 def main(db: str, images: str, broker: str, namespace: str) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
     store = SqliteStore(db)
     worker = Worker(
-        store, LocalImageStore(Path(images)), SlowEngine(base_size=64), SystemClock(), worker_id="proc-worker"
+        store,
+        LocalImageStore(Path(images)),
+        ClassicEngine(base_size=64, step_delay_s=DRAW_S / 12),  # an Imagine is 12 steps
+        SystemClock(),
+        worker_id="proc-worker",
     )
     try:
         return run_worker(make_celery(broker, namespace=namespace), [worker], namespace=namespace, hostname="proc@test")
