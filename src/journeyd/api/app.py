@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from journeyd import metrics
-from journeyd.api import apimart, images, mjproxy, mymidjourney, observability
+from journeyd.api import apimart, images, mjproxy, mymidjourney, observability, studio
 from journeyd.api.auth import Authenticator
 from journeyd.api.errors import from_http
 from journeyd.api.limits import BodyLimit
@@ -76,10 +76,12 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
     app.state.auth = Authenticator(runtime.store, allow_remote_anonymous=settings.insecure)
     app.state.metrics_public = settings.metrics_public
     app.state.queue_depth = observability.queue_depth(runtime.store)
-    for router in (apimart.router, mjproxy.router, mymidjourney.router, images.router, observability.router):
+    routers = (apimart.router, mjproxy.router, mymidjourney.router, images.router, observability.router, studio.router)
+    for router in routers:
         # Added flat rather than with include_router, which nests a second round of route matching
         # into every request (measured: ~10% of a poll's cost).
         app.router.routes.extend(router.routes)
+    app.mount(studio.PREFIX, studio.files(), name="studio")
 
     @app.get(
         "/healthz",
