@@ -193,6 +193,16 @@ class StoreContract:
         found = store.get_tasks(ids=[*ids, "X" * 26], numbers=numbers)
         assert sorted(task.id for task in found) == [f"{i:026d}" for i in range(1, 1201)]
 
+    def test_recent_tasks_are_every_owners_newest_first_and_filter_by_status(self, keyed: TaskStore) -> None:
+        for i in range(1, 6):
+            keyed.insert_task(
+                make_task(i, owner=KEY if i % 2 else None, status=Status.MODAL if i == 4 else Status.SUBMITTED)
+            )
+        assert [task.id for task in keyed.recent_tasks()] == [tid(5), tid(4), tid(3), tid(2), tid(1)]
+        assert [task.id for task in keyed.recent_tasks(limit=2)] == [tid(5), tid(4)]
+        assert [task.id for task in keyed.recent_tasks(statuses=[Status.MODAL])] == [tid(4)]
+        assert keyed.recent_tasks(statuses=[Status.SUCCESS, Status.FAILURE]) == []
+
     # --- idempotency keys ----------------------------------------------------------------------------
     def test_an_idempotency_key_is_written_with_its_submit_or_not_at_all(self, keyed: TaskStore) -> None:
         first = Idempotency("retry-1", "fp-a")

@@ -787,3 +787,17 @@ def test_step_previews_show_the_picture_forming_while_the_task_runs(
     assert seen["image"].headers["content-type"] == "image/jpeg"  # type: ignore[attr-defined]
     assert done["status"] == "SUCCESS" and done["imageUrl"].endswith("/grid.png")
     assert gone.status_code == 404  # previews are for while it runs
+
+
+def test_steps_and_cfg_in_the_prompt_replace_the_models_own(sd15: DiffusionEngine) -> None:
+    """--steps and --cfg (ImaginePro's `steps` and `cfgScale`) are run as given, not scaled by --q or --stylize:
+    the profile's own 3 steps at guidance 7 draw the same picture as --steps 3 --cfg 7 with --q and --s set."""
+
+    def draw(prompt: str) -> np.ndarray:
+        return sd15.generate(parse_prompt(prompt), (64, 64), [7], _quiet)[0]
+
+    plain = draw("a lighthouse")
+    np.testing.assert_array_equal(draw("a lighthouse --q 2 --steps 3"), plain)
+    np.testing.assert_array_equal(draw("a lighthouse --s 1000 --cfg 7"), plain)
+    assert np.abs(draw("a lighthouse --steps 1").astype(int) - plain).mean() > 1
+    assert np.abs(draw("a lighthouse --cfg 1.5").astype(int) - plain).mean() > 1

@@ -106,6 +106,21 @@ def test_structured_fields_override_flags() -> None:
         with_overrides(spec, chaos=500)
 
 
+def test_a_size_in_pixels_is_reduced_to_its_aspect_ratio_and_steps_and_cfg_are_kept() -> None:
+    spec = with_overrides(parse_prompt("a boat --ar 1:1"), aspect=(1024, 768), steps=20, guidance=6.5)
+    assert (spec.aspect, spec.steps, spec.guidance) == ((4, 3), 20, 6.5)
+    assert spec.render() == "a boat --ar 4:3 --steps 20 --cfg 6.5"
+    assert parse_prompt("a boat --steps 12 --cfg 0").steps == 12
+    assert with_overrides(parse_prompt("x"), aspect=(1920, 1080)).aspect == (16, 9)
+    for size, problem in (((0, 768), "from 1 to 16384"), ((20000, 768), "from 1 to 16384"), ((4000, 100), "extreme")):
+        with pytest.raises(PromptError, match=problem):
+            with_overrides(spec, aspect=size)
+    with pytest.raises(PromptError, match="--steps must be from 1 to 150"):
+        with_overrides(spec, steps=0)
+    with pytest.raises(PromptError, match="--cfg must be from 0 to 30"):
+        with_overrides(spec, guidance=31)
+
+
 def test_a_modal_prompt_inherits_the_parameters_it_does_not_set() -> None:
     parent = parse_prompt("a cabin --ar 3:2 --v 6.1 --s 400 --no snow")
     region = parse_prompt("a red door --no windows").inherit(parent)
@@ -143,6 +158,8 @@ def specs(draw: st.DrawFn) -> PromptSpec:
         weird=draw(st.none() | st.integers(0, 3000)),
         image_weight=draw(st.none() | st.sampled_from([0.0, 0.5, 1.75, 3.0])),
         speed=draw(st.none() | st.sampled_from(["relax", "fast", "turbo"])),
+        steps=draw(st.none() | st.integers(1, 150)),
+        guidance=draw(st.none() | st.sampled_from([0.0, 1.0, 3.5, 7.25, 30.0])),
         extra_flags=tuple(draw(st.lists(EXTRA, max_size=2, unique=True))),
     )
 

@@ -1,16 +1,18 @@
-"""The `journeyd` command: serve, worker, migrate, keys, demo."""
+"""The `journeyd` command: serve, worker, migrate, keys, tasks, demo."""
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
+import importlib.metadata
 import io
 import logging
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from journeyd.adapters import BadUrl, open_store, safe_url
@@ -21,7 +23,11 @@ from journeyd.domain.errors import StorageUnavailable
 from journeyd.domain.ids import IdGenerator
 from journeyd.domain.keys import ApiKey, hash_secret, new_secret
 from journeyd.media.storage import check_writable
-from journeyd.store.base import TaskStore
+from journeyd.store.base import TaskStore, find_task
+
+
+class CommandFailed(Exception):
+    """A command that cannot go on: its message is printed as one line, and the exit status is 2."""
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -61,6 +67,7 @@ def serve(args: argparse.Namespace) -> int:
     from journeyd.api.app import create_app
     from journeyd.api.connections import with_header_deadline
     from journeyd.runtime import build_runtime
+    from journeyd.serving import RecordedServer
 
     settings = _settings(args)
     logs.configure(settings.log_format, args.log_level)
@@ -96,7 +103,7 @@ def serve(args: argparse.Namespace) -> int:
         settings.base_url,
     )
     # uvicorn's own lines go through our handler (log_config=None); its access log stays off: we log each request
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(runtime),
         host=settings.host,
         port=settings.port,
@@ -105,7 +112,10 @@ def serve(args: argparse.Namespace) -> int:
         access_log=False,
         http=with_header_deadline(settings.read_timeout_s),
     )
-    return 0
+    server = RecordedServer(config, settings)
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it caught, once it has shut down
+        server.run()
+    return 0 if server.started else 1
 
 
 def keys_create(args: argparse.Namespace) -> int:
@@ -206,6 +216,51 @@ def _positive(text: str) -> int:
     return value
 
 
+# --- tasks ------------------------------------------------------------------------------------------
+def _image_base(settings: Settings) -> str:
+    """Where image URLs hang from: the public URL, else the running server's address, else the configured one."""
+    from journeyd.serving import read_record
+
+    record = None if settings.public_url else read_record(settings.data_dir)
+    return f"{record.url if record else settings.base_url}/images"
+
+
+def tasks_list(args: argparse.Namespace) -> int:
+    from journeyd.task_views import table
+
+    store = _open_store(_settings(args))
+    try:
+        tasks = store.recent_tasks(statuses=args.status or (), limit=args.limit)
+    finally:
+        store.close()
+    print(table(tasks) if tasks else "no tasks" + (" with that status" if args.status else ""))
+    return 0
+
+
+def tasks_show(args: argparse.Namespace) -> int:
+    from journeyd.task_views import detail
+
+    settings = _settings(args)
+    store = _open_store(settings)
+    try:
+        task = find_task(store, args.task_id)
+    finally:
+        store.close()
+    if task is None:
+        raise CommandFailed(f"no task {args.task_id!r}; `journeyd tasks list` shows their ids")
+    print(detail(task, _image_base(settings)))
+    return 0
+
+
+def _status(text: str) -> Any:
+    from journeyd.task_views import status_named
+
+    try:
+        return status_named(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 # --- demo -------------------------------------------------------------------------------------------
 def _demo_mask(width: int, height: int) -> str:
     """A PNG data URL: black, with a white ellipse in the middle third (the region to repaint)."""
@@ -218,40 +273,81 @@ def _demo_mask(width: int, height: int) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def _wait(client: Any, task_id: str, timeout_s: float = 300) -> dict[str, Any]:
+class StepProgress:
+    """How far the step being waited on is, on stderr: one line rewritten in place on a terminal, a new
+    line at each change otherwise (a log, a pipe)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream, self.in_place = stream, stream.isatty()
+        self.shown = ""
+
+    def show(self, step: str, status: str, progress: str) -> None:
+        line = f"{step:<12}{status} {progress}"
+        if line == self.shown:
+            return
+        if self.in_place:
+            self.stream.write("\r" + line.ljust(len(self.shown)))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+        self.shown = line
+
+    def clear(self) -> None:
+        if self.in_place and self.shown:
+            self.stream.write("\r" + " " * len(self.shown) + "\r")
+            self.stream.flush()
+        self.shown = ""
+
+
+def _wait(client: Any, task_id: str, step: str, progress: StepProgress, timeout_s: float = 300) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
-    while True:
-        task = client.get(f"/v1/midjourney/{task_id}").json()
-        if task.get("status") in ("SUCCESS", "FAILURE", "CANCEL"):
-            if task["status"] != "SUCCESS":
-                raise SystemExit(f"journeyd demo: task {task_id} ended {task['status']}: {task.get('fail_reason')}")
-            return task
-        if time.monotonic() > deadline:
-            raise SystemExit(f"journeyd demo: task {task_id} did not finish in {timeout_s:.0f} s")
-        time.sleep(0.2)
+    try:
+        while True:
+            task = client.get(f"/v1/midjourney/{task_id}").json()
+            status = task.get("status")
+            progress.show(step, str(status), str(task.get("progress", "")))
+            if status in ("SUCCESS", "FAILURE", "CANCEL"):
+                if status != "SUCCESS":
+                    raise CommandFailed(f"demo: {step} (task {task_id}) ended {status}: {task.get('fail_reason')}")
+                return task
+            if time.monotonic() > deadline:
+                raise CommandFailed(f"demo: {step} (task {task_id}) did not finish in {timeout_s:.0f} s")
+            time.sleep(0.2)
+    finally:
+        progress.clear()
 
 
-def run_demo_flow(client: Any, prompt: str, out: Any = sys.stdout) -> dict[str, Any]:
-    """imagine -> U1 -> Vary (Region) -> modal with a drawn mask; returns the final task."""
+def _took(task: dict[str, Any]) -> str:
+    """How long the task took on the server, from submit to finish."""
+    return f"{(task['finish_time'] - task['submit_time']) / 1000:5.1f} s"
+
+
+def run_demo_flow(
+    client: Any, prompt: str, out: TextIO = sys.stdout, progress: StepProgress | None = None
+) -> dict[str, Any]:
+    """imagine -> U1 -> Vary (Region) -> modal with a drawn mask; a line per step with its time and URL
+    on `out`, progress while each runs on stderr; returns the final task."""
+    progress = progress or StepProgress(sys.stderr)
 
     def submit(path: str, body: dict[str, Any]) -> str:
         answer = client.post(path, json=body).json()
         if answer.get("code") != 200:
-            raise SystemExit(f"journeyd demo: {path} answered {answer}")
+            raise CommandFailed(f"demo: {path} answered {answer}")
         return answer["data"][0]["task_id"]
 
-    grid = _wait(client, submit("/v1/midjourney/generations", {"prompt": prompt}))
-    print(f"imagine     {grid['grid_image_url']}", file=out)
-    upscaled = _wait(client, submit("/v1/midjourney/generations/upscale", {"task_id": grid["id"], "index": 1}))
-    print(f"U1          {upscaled['image_urls'][0]}", file=out)
+    grid = _wait(client, submit("/v1/midjourney/generations", {"prompt": prompt}), "imagine", progress)
+    print(f"imagine     {_took(grid)}  {grid['grid_image_url']}", file=out)
+    upscale = {"task_id": grid["id"], "index": 1}
+    upscaled = _wait(client, submit("/v1/midjourney/generations/upscale", upscale), "U1", progress)
+    print(f"U1          {_took(upscaled)}  {upscaled['image_urls'][0]}", file=out)
     modal_id = submit("/v1/midjourney/generations/inpaint", {"task_id": upscaled["id"]})
     width, height = upscaled["properties"]["width"], upscaled["properties"]["height"]
     submit(
         "/v1/midjourney/generations/modal",
         {"task_id": modal_id, "prompt": "a glowing golden sun", "mask_url": _demo_mask(width, height)},
     )
-    region = _wait(client, modal_id)
-    print(f"Vary Region {region['grid_image_url']}", file=out)
+    region = _wait(client, modal_id, "Vary Region", progress)
+    print(f"Vary Region {_took(region)}  {region['grid_image_url']}", file=out)
     for i, url in enumerate(region["image_urls"], start=1):
         print(f"  candidate {i}  {url}", file=out)
     return region
@@ -260,46 +356,89 @@ def run_demo_flow(client: Any, prompt: str, out: Any = sys.stdout) -> dict[str, 
 def demo(args: argparse.Namespace) -> int:
     import httpx
 
+    settings = _settings(args)
+    url = _demo_url(args, settings)
+    server = None if _answers(url) else _start_embedded(args, settings, url)
     headers = {"Authorization": f"Bearer {args.key}"} if args.key else {}
-    url = args.url.rstrip("/")
-    server = None
-    try:
-        httpx.get(f"{url}/healthz", timeout=2).raise_for_status()
-    except httpx.HTTPError:
-        server = _start_embedded(args, url)
     try:
         with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
             run_demo_flow(client, args.prompt)
     finally:
         if server is not None:
-            server.should_exit = True
+            server.stop()
     return 0
 
 
-def _start_embedded(args: argparse.Namespace, url: str) -> Any:
+def _demo_url(args: argparse.Namespace, settings: Settings) -> str:
+    """--url, else --port on this machine, else the server the data dir records, else the configured address."""
+    from journeyd.serving import read_record
+
+    if args.url:
+        return args.url.rstrip("/")
+    if args.port:
+        return settings.local_url(args.port)
+    record = read_record(settings.data_dir)
+    return record.url if record else settings.local_url()
+
+
+def _answers(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+class EmbeddedServer:
+    """The demo's own server, on a thread of this process, for when none is running."""
+
+    def __init__(self, server: Any, thread: threading.Thread) -> None:
+        self.server, self.thread = server, thread
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)  # its shutdown removes the data dir's record and releases the lock
+
+
+def _start_embedded(args: argparse.Namespace, settings: Settings, url: str) -> EmbeddedServer:
+    """Start a server at `url` on the data dir, unless another journeyd already uses it."""
     import uvicorn
 
     from journeyd.api.app import create_app
     from journeyd.runtime import build_runtime
+    from journeyd.serving import RecordedServer, read_record
 
+    record = read_record(settings.data_dir)
+    if record is not None:
+        raise CommandFailed(
+            f"demo: nothing answers at {url}, and the journeyd at {record.url} already uses {settings.data_dir}; "
+            f"run `journeyd demo --url {record.url}`"
+        )
     parsed = urlsplit(url)
     settings = _settings(argparse.Namespace(**{**vars(args), "host": parsed.hostname, "port": parsed.port or 80}))
+    try:
+        runtime = build_runtime(settings)
+        runtime.lock.acquire()
+    except (ValueError, OSError, RuntimeError) as error:  # a busy data dir, a bad model: say so, start nothing
+        raise CommandFailed(f"demo: nothing answers at {url}, and no server could start there: {error}") from None
     print(f"no journeyd at {url}; starting one with data in {settings.data_dir}", file=sys.stderr)
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(build_runtime(settings)), host=settings.host, port=settings.port, log_level="warning")
-    )
+    config = uvicorn.Config(create_app(runtime), host=settings.host, port=settings.port, log_level="warning")
+    server = RecordedServer(config, settings)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
-            raise SystemExit(f"journeyd demo: could not start a server at {url}")
+            runtime.lock.release()
+            raise CommandFailed(f"demo: could not start a server at {url}")
         time.sleep(0.05)
-    return server
+    return EmbeddedServer(server, thread)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="journeyd", description="Midjourney-style image tasks on your own hardware")
+    parser.add_argument("--version", action="version", version=f"journeyd {importlib.metadata.version('journeyd')}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def common(sub: argparse.ArgumentParser) -> None:
@@ -386,9 +525,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     credit_parser.add_argument("credits", type=_positive, help="how many credits to add")
     credit_parser.set_defaults(func=keys_credit)
 
+    tasks_parser = commands.add_parser("tasks", help="look at tasks in the database, without the API")
+    task_commands = tasks_parser.add_subparsers(dest="tasks_command", required=True)
+    tasks_list_parser = task_commands.add_parser("list", help="the newest tasks, one line each")
+    common(tasks_list_parser)
+    tasks_list_parser.add_argument("--limit", type=_positive, default=20, help="how many (default 20)")
+    tasks_list_parser.add_argument(
+        "--status",
+        type=_status,
+        action="append",
+        help="only tasks in this status: SUBMITTED, IN_PROGRESS, SUCCESS, FAILURE, MODAL or CANCEL (repeatable)",
+    )
+    tasks_list_parser.set_defaults(func=tasks_list)
+    tasks_show_parser = task_commands.add_parser("show", help="one task: status, prompt, times, images")
+    common(tasks_show_parser)
+    tasks_show_parser.add_argument("task_id", help="any of its ids: task_<ULID>, the ULID, a number or a messageId")
+    tasks_show_parser.set_defaults(func=tasks_show)
+
     demo_parser = commands.add_parser("demo", help="imagine -> U1 -> Vary (Region) -> modal, print the URLs")
     common(demo_parser)
-    demo_parser.add_argument("--url", default="http://127.0.0.1:8080", help="server to use (started if absent)")
+    demo_parser.add_argument(
+        "--url",
+        help="server to use (default: the one running on the data dir, else 127.0.0.1:8080, started if absent)",
+    )
+    demo_parser.add_argument("--port", type=int, help="server to use on this machine, by port")
     demo_parser.add_argument("--key", help="API key, if the server has keys")
     demo_parser.add_argument("--prompt", default="a lighthouse on a rocky coast at sunset, ocean waves --ar 3:2")
     demo_parser.set_defaults(func=demo)
@@ -399,7 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StorageUnavailable as error:  # a data dir journeyd cannot write: where and why, no traceback
         print(f"journeyd: cannot {error.doing} {error.place}: {error.problem}", file=sys.stderr)
         return 2
-    except BadUrl as error:
+    except (BadUrl, CommandFailed) as error:
         print(f"journeyd: {error}", file=sys.stderr)
         return 2
 

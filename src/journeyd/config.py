@@ -141,9 +141,13 @@ class Settings(BaseSettings):
     def base_url(self) -> str:
         if self.public_url:
             return self.public_url.rstrip("/")
+        return self.local_url()
+
+    def local_url(self, port: int | None = None) -> str:
+        """Where this machine reaches the server: its bind address (loopback for a wildcard one)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         host = "127.0.0.1" if host in ("0.0.0.0", "[::]") else host
-        return f"http://{host}:{self.port}"
+        return f"http://{host}:{self.port if port is None else port}"
 
     def allowed_host_list(self) -> list[str]:
         return _comma_list(self.allowed_hosts)

@@ -31,7 +31,7 @@ from journeyd.imaging.budget import PixelBudget
 from journeyd.imaging.codec import decode_image, encode_png, image_pixels, to_rgb
 from journeyd.imaging.masks import mask_from_image, mask_to_png_pixels
 from journeyd.media.storage import ImageStore
-from journeyd.store.base import DuplicateNumber, IdempotencyKeyTaken, QueueFull, Reclaimed, TaskStore
+from journeyd.store.base import DuplicateNumber, IdempotencyKeyTaken, QueueFull, Reclaimed, TaskStore, find_task
 
 MODAL_EXPIRED = "the modal window closed before a modal was submitted; the task was cancelled and refunded"
 MAX_IMAGE_PROMPTS = 5
@@ -599,12 +599,7 @@ class TaskService:
         return Charge(caller.key.id, step, quote.key, quote.amount)
 
     def _find(self, ref: str) -> Task | None:
-        parsed = parse_task_ref(ref)
-        if parsed is None:
-            return None
-        if parsed.number is not None:
-            return self.store.get_task_by_number(parsed.number)
-        return self.store.get_task(parsed.id or "")
+        return find_task(self.store, ref)
 
     def _store_image_prompts(self, task_id: str, sources: Sequence[str]) -> list[str]:
         """Fetch, decode (one full-size image at a time, process-wide) and store a task's image prompts,

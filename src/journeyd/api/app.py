@@ -40,7 +40,7 @@ PUBLIC_PATHS = ("/images/", "/healthz", "/readyz")  # answered without a key
 def render_for_path(path: str, error: JourneydError) -> Response:
     """An error in the envelope of the dialect that owns `path` (apimart's for the rest), for the
     refusals made before any route runs: unknown paths, bodies too large or too slow."""
-    if path.startswith(mymidjourney.PREFIX):
+    if path.startswith(mymidjourney.PREFIXES):
         return mymidjourney.render_error(error)
     if mjproxy.owns(path):
         return mjproxy.render_error(error)

@@ -23,7 +23,7 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def _storable(value: Any) -> Any:
+def storable(value: Any) -> Any:
     """Metadata is stored, then returned with every fetch and webhook: it must be JSON we can write."""
     if _depth(value) > MAX_METADATA_DEPTH:
         raise ValueError(f"nests more than {MAX_METADATA_DEPTH} levels deep; flatten it")
@@ -34,6 +34,6 @@ def _storable(value: Any) -> Any:
     return value
 
 
-Metadata = Annotated[Any, AfterValidator(_storable), Field(description="Kept with the task and returned with it")]
+Metadata = Annotated[Any, AfterValidator(storable), Field(description="Kept with the task and returned with it")]
 ClientText = Annotated[str, Field(max_length=4096)]  # state, ref: echoed back, so bounded
 HookUrl = Annotated[str, Field(max_length=2048)]

@@ -3,6 +3,9 @@
 `parse_prompt` turns a prompt into a `PromptSpec`; `PromptSpec.render()` writes the canonical
 prompt back, so `parse_prompt(spec.render()) == spec`. Flags we do not understand are kept
 verbatim in `extra_flags` (and in the rendered prompt): nothing a user typed is silently dropped.
+
+Besides Midjourney's own flags, `--steps` and `--cfg` set an open model's denoising steps and guidance
+directly (the structured fields some dialects send, e.g. ImaginePro's `steps` and `cfgScale`, land here).
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ SPEEDS = ("relax", "fast", "turbo")
 QUALITIES = (0.25, 0.5, 1.0, 2.0, 4.0)
 DEFAULT_NIJI = "6"
 MAX_ASPECT = 8.0  # widest ratio accepted either way: 8:1 .. 1:8
+MAX_SIDE = 16384  # pixels, for a size given as width and height
+MAX_STEPS = 150
+MAX_GUIDANCE = 30.0  # FLUX.1-Fill runs at 30, the highest any supported model wants
 
 _URL = re.compile(r"<?(https?://[^\s<>]+)>?$")
 # A flag starts at "--" (or the em dash phones type for it) after whitespace, followed by a letter.
@@ -54,7 +60,11 @@ _ALIASES = {
     "relax": "speed",
     "fast": "speed",
     "turbo": "speed",
+    "steps": "steps",
+    "cfg": "guidance",
 }
+
+_FLAG_NAMES = {"image_weight": "iw", "guidance": "cfg"}  # field -> the flag errors name, where they differ
 
 
 class PromptError(InvalidRequest):
@@ -87,6 +97,8 @@ class PromptSpec:
     weird: int | None = None
     image_weight: float | None = None
     speed: str | None = None
+    steps: int | None = None  # denoising steps, instead of the model's own (and --q's scaling of them)
+    guidance: float | None = None  # classifier-free guidance scale, instead of the model's (and --stylize's)
     extra_flags: tuple[str, ...] = field(default=())
 
     @property
@@ -143,6 +155,10 @@ class PromptSpec:
             words.append(f"--zoom {_num(self.zoom)}")
         if self.speed is not None:
             words.append(f"--{self.speed}")
+        if self.steps is not None:
+            words.append(f"--steps {self.steps}")
+        if self.guidance is not None:
+            words.append(f"--cfg {_num(self.guidance)}")
         words.extend(self.extra_flags)
         return " ".join(words)
 
@@ -213,15 +229,17 @@ def parse_prompt(prompt: str) -> PromptSpec:
 def with_overrides(spec: PromptSpec, **fields: Any) -> PromptSpec:
     """Structured request fields win over prompt flags; `None` leaves a flag alone.
 
-    Accepts `aspect` as "16:9", `no` as a comma-separated string or list, `version` as "6.1" or
-    "niji 6", and the plain values of the other fields. Values are checked like flags.
-    """
+    Accepts `aspect` as "16:9" or as a (width, height) pair in pixels (reduced: 1024x768 is 4:3), `no`
+    as a comma-separated string or list, `version` as "6.1" or "niji 6", and the plain values of the
+    other fields (`steps`, `guidance` as for --steps, --cfg). Values are checked like flags."""
     changes: dict[str, Any] = {}
     for name, value in fields.items():
         if value is None:
             continue
         if name == "aspect":
-            changes["aspect"] = parse_aspect(str(value), source="size")
+            changes["aspect"] = (
+                aspect_of(*value) if isinstance(value, tuple) else parse_aspect(str(value), source="size")
+            )
         elif name == "no":
             terms = value.split(",") if isinstance(value, str) else list(value)
             changes["no"] = tuple(t.strip() for t in terms if str(t).strip())
@@ -233,8 +251,19 @@ def with_overrides(spec: PromptSpec, **fields: Any) -> PromptSpec:
             else:
                 changes["version"] = _parse_version(version)
                 changes["niji"] = None
-        elif name in ("seed", "chaos", "stylize", "weird", "quality", "image_weight", "zoom", "style"):
-            changes[name] = _parse_flag(name, name, str(value))
+        elif name in (
+            "seed",
+            "chaos",
+            "stylize",
+            "weird",
+            "quality",
+            "image_weight",
+            "zoom",
+            "style",
+            "steps",
+            "guidance",
+        ):
+            changes[name] = _parse_flag(_FLAG_NAMES.get(name, name), name, str(value))
         elif name == "tile":
             changes["tile"] = bool(value)
         elif name == "speed":
@@ -266,8 +295,20 @@ def parse_aspect(value: str, *, source: str = "--ar") -> tuple[int, int]:
     width, height = int(match.group(1)), int(match.group(2))
     if width == 0 or height == 0:
         raise PromptError(f"{source} sides must be at least 1, got {_shown(value)}")
+    return _within_limits(width, height, f"{source} {value}")
+
+
+def aspect_of(width: int, height: int) -> tuple[int, int]:
+    """The aspect ratio of an image size in pixels, reduced: (1024, 768) -> (4, 3)."""
+    if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
+        raise PromptError(f"width and height must be from 1 to {MAX_SIDE} pixels, got {width}x{height}")
+    divisor = math.gcd(width, height)
+    return _within_limits(width // divisor, height // divisor, f"width x height {width}x{height}")
+
+
+def _within_limits(width: int, height: int, shown: str) -> tuple[int, int]:
     if not 1 / MAX_ASPECT <= width / height <= MAX_ASPECT:
-        raise PromptError(f"{source} {value} is too extreme; use a ratio between 1:8 and 8:1")
+        raise PromptError(f"{shown} is too extreme; use a ratio between 1:8 and 8:1")
     return width, height
 
 
@@ -329,6 +370,10 @@ def _parse_flag(name: str, target: str, arg: str) -> Any:
         return _float(name, arg, 0.0, 3.0)
     if target == "zoom":
         return _float(name, arg, 1.0, 2.0)
+    if target == "steps":
+        return _int(name, arg, 1, MAX_STEPS)
+    if target == "guidance":
+        return _float(name, arg, 0.0, MAX_GUIDANCE)
     raise AssertionError(target)
 
 

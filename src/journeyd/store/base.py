@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from journeyd.domain.idempotency import Idempotency
+from journeyd.domain.ids import parse_task_ref
 from journeyd.domain.keys import ApiKey, Charge
 from journeyd.domain.lifecycle import Speed, Status
 from journeyd.domain.prompt import PromptSpec
@@ -117,6 +118,9 @@ class TaskStore(Protocol):
 
     def list_tasks(self, owner: str | None, *, statuses: Sequence[Status] = (), limit: int = 100) -> list[Task]:
         """The owner's newest tasks first; with `statuses`, in the order they will run."""
+
+    def recent_tasks(self, *, statuses: Sequence[Status] = (), limit: int = 100) -> list[Task]:
+        """Every owner's newest tasks first, for an operator (`journeyd tasks list`); with `statuses`, only those."""
 
     def submit_modal(
         self,
@@ -239,3 +243,13 @@ class TaskStore(Protocol):
         """Readiness: a real committed write that touches no data; StorageUnavailable when it cannot."""
 
     def close(self) -> None: ...
+
+
+def find_task(store: TaskStore, ref: str) -> Task | None:
+    """The task `ref` names in any of its forms (`task_<ULID>`, ULID, job UUID, numeric id), or None."""
+    parsed = parse_task_ref(ref)
+    if parsed is None:
+        return None
+    if parsed.number is not None:
+        return store.get_task_by_number(parsed.number)
+    return store.get_task(parsed.id or "")

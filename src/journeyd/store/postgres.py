@@ -571,6 +571,15 @@ class PostgresStore:
                 ).fetchall()
         return [task_from_row(row) for row in rows]
 
+    def recent_tasks(self, *, statuses: Sequence[Status] = (), limit: int = 100) -> list[Task]:
+        where = "WHERE status = ANY(%s::text[])" if statuses else ""
+        params: tuple[Any, ...] = ([s.value for s in statuses],) if statuses else ()
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {TASK_COLUMNS} FROM tasks {where} ORDER BY seq DESC LIMIT %s", (*params, limit)
+            ).fetchall()
+        return [task_from_row(row) for row in rows]
+
     def _remember(self, task: Task) -> None:
         """Keep a finished task in memory: no statement ever updates a terminal row, so the copy can
         never go stale, and clients poll finished tasks (galleries, list-by-condition) constantly."""

@@ -497,6 +497,13 @@ class SqliteStore:
             )
         return [task_from_row(row) for row in rows]
 
+    def recent_tasks(self, *, statuses: Sequence[Status] = (), limit: int = 100) -> list[Task]:
+        where = f"WHERE status IN ({', '.join('?' * len(statuses))})" if statuses else ""
+        rows = self._conn().execute(
+            f"SELECT {TASK_COLUMNS} FROM tasks {where} ORDER BY seq DESC LIMIT ?", (*(s.value for s in statuses), limit)
+        )
+        return [task_from_row(row) for row in rows]
+
     def _remember(self, task: Task) -> None:
         """Keep a finished task in memory: no statement ever updates a terminal row, so the copy can
         never go stale, and clients poll finished tasks (galleries, list-by-condition) constantly."""

@@ -382,8 +382,11 @@ def _starts(jobs: Sequence[tuple[PromptSpec, Sequence[int]]]) -> list[int]:
 
 def _steps_and_guidance(profile: Profile, prompt: PromptSpec) -> tuple[int, float]:
     """--q scales the profile's steps; --stylize lowers guidance as it rises (guidance-free
-    profiles, such as few-step models at guidance 0 or 1, stay as they are)."""
-    steps = max(1, round(profile.steps * QUALITY_STEPS.get(prompt.quality or 1.0, 1.0)))
+    profiles, such as few-step models at guidance 0 or 1, stay as they are). --steps and --cfg,
+    when given, are taken as they are."""
+    steps = prompt.steps or max(1, round(profile.steps * QUALITY_STEPS.get(prompt.quality or 1.0, 1.0)))
+    if prompt.guidance is not None:
+        return steps, prompt.guidance
     stylize = prompt.stylize if prompt.stylize is not None else 100
     guidance = profile.guidance * (100 / max(stylize, 10)) ** 0.15 if profile.guidance > 1 else profile.guidance
     return steps, guidance
