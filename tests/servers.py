@@ -1,4 +1,5 @@
-"""`journeyd serve` as a real subprocess on a free port, for restart and CLI tests."""
+"""`journeyd serve` as a real subprocess on a free port, for restart and CLI tests; and an app under
+uvicorn in a thread of the test's process, for tests that need a real connection (streams)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,41 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import uvicorn
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """Serve the ASGI `app` with uvicorn on a free loopback port, in a thread; its base URL. Close
+    every stream before leaving: uvicorn waits for open requests (a few seconds) as it shuts down."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_config=None, timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
 
 
 def journeyd(*args: str, env: dict[str, str] | None = None, **kwargs: Any) -> subprocess.CompletedProcess[str]:

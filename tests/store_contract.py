@@ -203,6 +203,48 @@ class StoreContract:
         assert [task.id for task in keyed.recent_tasks(statuses=[Status.MODAL])] == [tid(4)]
         assert keyed.recent_tasks(statuses=[Status.SUCCESS, Status.FAILURE]) == []
 
+    # --- history pages -------------------------------------------------------------------------------
+    def test_history_pages_newest_first_never_skip_or_repeat(self, store: TaskStore) -> None:
+        for i in range(1, 11):  # tasks 4-7 share one millisecond: their order is still total
+            store.insert_task(make_task(i, now=NOW + min(max(i, 4), 7)))
+            store.insert_task(make_task(100 + i, owner="someone else"))
+        newest_first = [tid(i) for i in range(10, 0, -1)]
+        assert [t.id for t in store.list_tasks(KEY)] == newest_first
+        pages, before = [], None
+        while page := store.list_tasks(KEY, limit=3, before=before):
+            pages.append([t.id for t in page])
+            before = page[-1].id
+        assert pages == [newest_first[0:3], newest_first[3:6], newest_first[6:9], newest_first[9:]]
+        assert store.list_tasks(KEY, before=tid(1)) == []  # nothing older than the first
+        assert store.list_tasks(KEY, before="X" * 26) == []  # an unknown task names no place in the list
+
+    # --- the change feed -------------------------------------------------------------------------------
+    def test_changed_tasks_come_in_change_order_as_they_are_now(self, store: TaskStore) -> None:
+        for i in (1, 2, 3):
+            store.insert_task(make_task(i))
+        store.insert_task(make_task(4, owner="someone else"))
+        store.insert_task(make_task(5, owner=None))
+        assert [t.id for t in store.changed_tasks(KEY, since=NOW)] == [tid(1), tid(2), tid(3)]
+        claimed = store.claim_next("w", NOW + 1_000, 60_000)  # the oldest: task 1
+        assert claimed is not None and claimed.id == tid(1)
+        store.heartbeat(tid(1), "w", NOW + 2_000, 60_000, 40)
+        changed = store.changed_tasks(KEY, since=NOW + 1)
+        assert [(t.id, t.status, t.progress, t.updated_at) for t in changed] == [
+            (tid(1), Status.IN_PROGRESS, 40, NOW + 2_000)
+        ]
+        assert changed[0].version > claimed.version  # the progress is a change a reader can tell apart
+        assert [t.id for t in store.changed_tasks(None, since=NOW)] == [tid(5)]  # the owner's tasks only
+
+    def test_changed_tasks_page_through_one_millisecond_by_id(self, store: TaskStore) -> None:
+        for i in range(1, 8):
+            store.insert_task(make_task(i))  # all changed at NOW
+        pages, after = [], ""
+        while page := store.changed_tasks(KEY, since=NOW, after_id=after, limit=3):
+            pages.append([t.id for t in page])
+            after = page[-1].id
+        assert pages == [[tid(1), tid(2), tid(3)], [tid(4), tid(5), tid(6)], [tid(7)]]
+        assert store.changed_tasks(KEY, since=NOW + 1) == []
+
     # --- idempotency keys ----------------------------------------------------------------------------
     def test_an_idempotency_key_is_written_with_its_submit_or_not_at_all(self, keyed: TaskStore) -> None:
         first = Idempotency("retry-1", "fp-a")

@@ -11,7 +11,16 @@ import psycopg
 import pytest
 
 from journeyd.domain.errors import StorageUnavailable
-from journeyd.store.postgres import CLAIM_NEXT, InvalidDatabaseUrl, PostgresStore, describe
+from journeyd.store.postgres import (
+    BEFORE,
+    CHANGED,
+    CLAIM_NEXT,
+    LIST_RECENT,
+    MIGRATIONS,
+    InvalidDatabaseUrl,
+    PostgresStore,
+    describe,
+)
 from tests.pg import Cuttable, fresh_database, run_sql
 from tests.store_contract import NOW, OpenStore, StoreContract, make_task, race, tid
 
@@ -50,7 +59,8 @@ def test_nodes_starting_together_migrate_once(database: str) -> None:
     stores = race(4, lambda i: PostgresStore(database, pool_size=2))
     try:
         assert all(isinstance(store, PostgresStore) for store in stores), stores
-        assert run_sql(database, "SELECT version FROM schema_version") == [(5,)]  # one row, the last migration
+        last = len(MIGRATIONS)
+        assert run_sql(database, "SELECT version FROM schema_version") == [(last,)]  # one row, the last migration
         stores[0].insert_task(make_task(1, owner=None))
         assert stores[3].get_task(make_task(1).id) is not None  # one schema, one set of tables
     finally:
@@ -74,6 +84,23 @@ def test_the_claim_walks_the_queue_index_and_skips_locked_rows(database: str) ->
         )
     assert "tasks_queue" in plan and "LockRows" in plan, plan
     assert "Sort" not in plan, plan  # read in queue order, not sorted
+    store.close()
+
+
+def test_history_pages_and_the_change_feed_read_their_indexes(database: str) -> None:
+    store = PostgresStore(database)
+    for i in range(3000):  # many owners, as a real table has: each read walks one owner's part of an index
+        store.insert_task(make_task(i + 1, owner=f"key{i % 30}", now=NOW + i))
+    run_sql(database, "ANALYZE tasks")
+    owner = "owner = %(owner)s"
+    statements = {
+        "tasks_owner_seq": (LIST_RECENT.format(owner=owner, before=BEFORE), {"before": tid(2000), "limit": 50}),
+        "tasks_owner_changed": (CHANGED.format(owner=owner), {"since": NOW + 2900, "after": "", "limit": 500}),
+    }
+    with psycopg.connect(database) as conn:
+        for index, (statement, params) in statements.items():
+            plan = "\n".join(row[0] for row in conn.execute(f"EXPLAIN {statement}", {"owner": "key7", **params}))
+            assert index in plan, plan
     store.close()
 
 

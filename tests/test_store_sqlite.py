@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from journeyd.store.rows import TASK_COLUMN_COUNT, TASK_COLUMNS, insert_values
-from journeyd.store.sqlite import CLAIM_HEAD, MIGRATIONS, SqliteStore
+from journeyd.store.sqlite import CHANGED, CLAIM_HEAD, LIST_BEFORE, MIGRATIONS, SqliteStore
 from tests.store_contract import NOW, OpenStore, StoreContract, make_task, tid
 
 
@@ -75,4 +75,18 @@ def test_the_claim_reads_the_queue_index(tmp_path: Path) -> None:
         str(row[-1]) for row in store._conn().execute(f"EXPLAIN QUERY PLAN {CLAIM_HEAD}", {"models": None, "limit": 1})
     )
     assert "tasks_queue" in plan and "TEMP B-TREE" not in plan, plan  # in queue order, no sort
+    store.close()
+
+
+def test_history_pages_and_the_change_feed_read_their_indexes(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "db.sqlite3")
+    plans = {
+        name: " ".join(str(row[-1]) for row in store._conn().execute(f"EXPLAIN QUERY PLAN {statement}", params))
+        for name, (statement, params) in {
+            "page": (LIST_BEFORE, {"owner": "k", "before": tid(1), "limit": 50}),
+            "changes": (CHANGED, {"owner": "k", "since": NOW, "after": "", "limit": 500}),
+        }.items()
+    }
+    assert "tasks_owner_seq (owner=? AND seq<?)" in plans["page"], plans  # starts at the page, in order
+    assert "tasks_owner_changed (owner=? AND updated_at>?)" in plans["changes"], plans
     store.close()

@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     lease_s: float = Field(60, gt=0, description="A running task whose worker is silent this long is requeued")
     max_attempts: int = Field(3, ge=1, description="Runs a task gets before it fails for good")
     sweep_interval_s: float = Field(1.0, gt=0)
+    events_poll_s: float = Field(
+        0.4, gt=0, le=10, description="How often each /mj/task/events stream reads the store for task changes"
+    )
     max_queued_per_key: int = Field(50, ge=0, description="Queued and running tasks per key; 0 = no limit")
 
     prices: str | None = Field(None, description="Price table: a JSON/TOML file, or inline JSON; unset = free")

@@ -21,7 +21,7 @@ from journeyd.domain.task import Task
 from journeyd.engines.base import BatchEngine, Engine, Image, Mask, Progress
 from journeyd.imaging.canvas import Canvas, pan_canvas, zoom_canvas
 from journeyd.imaging.colour import match_colour
-from journeyd.imaging.composite import composite, dilate, feather, feather_for
+from journeyd.imaging.composite import changed_beyond, composite, dilate, feather, feather_for
 
 VARY_STRENGTH = {Op.VARY_SUBTLE: 0.5, Op.VARY_STRONG: 0.85}
 CANDIDATES = 4
@@ -38,6 +38,8 @@ class Inputs:
 class Rendered:
     images: list[Image]
     kind: ResultKind
+    feather_px: int = 0  # composited ops: the feather's width
+    changed_beyond_feather: tuple[int, ...] = ()  # composited ops: per image, pixels beyond it unlike the parent
 
 
 def seeds_for(seed: int) -> list[int]:
@@ -68,7 +70,7 @@ def render(task: Task, inputs: Inputs, engine: Engine, progress: Progress, *, ma
         dilate_px, feather_px = feather_for(source.shape[1], source.shape[0])
         grown = dilate(mask, dilate_px)
         candidates = engine.inpaint(source, grown, spec, seeds, "region", progress)
-        return Rendered(_blend(source, candidates, grown, feather_px), "grid")
+        return _blend(source, candidates, grown, feather_px)
     if op is Op.ZOOM_OUT:
         aspect = task.args.get("aspect")
         canvas = _fit(
@@ -110,17 +112,25 @@ def _outpaint(canvas: Canvas, engine: Engine, task: Task, seeds: list[int], prog
     height, width = canvas.mask.shape
     _, feather_px = feather_for(width, height)
     candidates = engine.inpaint(canvas.image, canvas.mask, task.spec, seeds, "outpaint", progress)
-    return Rendered(_blend(canvas.image, candidates, canvas.mask, feather_px), "grid")
+    return _blend(canvas.image, candidates, canvas.mask, feather_px)
 
 
-def _blend(parent: Image, candidates: list[Image], mask: Mask, feather_px: int) -> list[Image]:
+def _blend(parent: Image, candidates: list[Image], mask: Mask, feather_px: int) -> Rendered:
     """Colour-match each candidate to the parent around the mask, then composite it through the
-    feather: the new region agrees with its surroundings, and pixels beyond stay the parent's."""
+    feather: the new region agrees with its surroundings, and pixels beyond stay the parent's. Each
+    result is then checked against the parent beyond the feather, and the count kept with it."""
     how = feather(mask, feather_px)
+    beyond = how.beyond()
+
+    def blend(candidate: Image) -> tuple[Image, int]:
+        image = composite(parent, match_colour(candidate, parent, how.ramp), how)
+        return image, changed_beyond(parent, image, beyond)
+
     # One thread per candidate: OpenCV and NumPy's copies and gathers release the GIL, and on a GPU
     # server this runs while the GPU waits (a 2x zoom blends four 2048² images).
     with ThreadPoolExecutor(max(1, len(candidates))) as pool:
-        return list(pool.map(lambda c: composite(parent, match_colour(c, parent, how.ramp), how), candidates))
+        blended = list(pool.map(blend, candidates))
+    return Rendered([image for image, _ in blended], "grid", feather_px, tuple(count for _, count in blended))
 
 
 def _fit(source: Image, max_pixels: int, make_canvas) -> Canvas:  # type: ignore[no-untyped-def]

@@ -27,6 +27,7 @@ from journeyd.domain.pricing import PriceTable
 from journeyd.domain.prompt import PromptSpec, parse_prompt, parse_speed, with_overrides
 from journeyd.domain.routing import routing_label
 from journeyd.domain.task import ClientData, Hook, Task
+from journeyd.feed import TaskFeed
 from journeyd.imaging.budget import PixelBudget
 from journeyd.imaging.codec import decode_image, encode_png, image_pixels, to_rgb
 from journeyd.imaging.masks import mask_from_image, mask_to_png_pixels
@@ -158,8 +159,19 @@ class TaskService:
         """The task whose button made `task` (visible to whoever can see `task`)."""
         return self.store.get_task(task.parent_id) if task.parent_id else None
 
-    def recent(self, caller: Caller, limit: int = 100) -> list[Task]:
-        return self.store.list_tasks(caller.owner, limit=limit)
+    def recent(self, caller: Caller, limit: int = 100, *, before: str | None = None) -> list[Task]:
+        """The caller's newest tasks first; with `before` (a task of theirs, in any of its forms), the
+        ones submitted before it: the next page of a history whose last task was `before`."""
+        if before is None:
+            return self.store.list_tasks(caller.owner, limit=limit)
+        task = self._find(before)
+        if task is None or task.owner != caller.owner:
+            raise InvalidRequest(f"before={before[:40]}: no task of yours has this id; send the id of one you listed")
+        return self.store.list_tasks(caller.owner, limit=limit, before=task.id)
+
+    def feed(self, caller: Caller, since: int | None = None) -> TaskFeed:
+        """The changes of the caller's tasks after the cursor `since`, or from now on."""
+        return TaskFeed(self.store, caller.owner, since=since, now=self.clock.now_ms())
 
     def queue(self, caller: Caller) -> list[Task]:
         """The caller's tasks waiting or running, in the order they run."""

@@ -225,4 +225,4 @@ class Worker:
             files.append((grid, encode_png(make_grid(rendered.images))))
         self.images.put_many(files)
         height, width = rendered.images[0].shape[:2]
-        return Result(rendered.kind, keys, grid, width, height)
+        return Result(rendered.kind, keys, grid, width, height, rendered.feather_px, rendered.changed_beyond_feather)

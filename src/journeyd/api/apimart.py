@@ -2,7 +2,8 @@
 
 A translation table, checkable line by line against https://docs.apimart.ai/en/api-reference/images/midjourney:
 snake_case requests, `{"code":200,"data":[{"status":"submitted","task_id":"task_<ULID>"}]}` on
-submit, errors in the same envelope with the HTTP status as `code`.
+submit, errors in the same envelope with the HTTP status as `code`. Beside them, journeyd's own
+`/v1/account`: the caller's key and its credits, in the same envelope.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.convertors import StringConvertor, register_url_convertor
 
-from journeyd.api.auth import caller_of, current_caller
+from journeyd.api.auth import Authenticator, caller_of, current_caller
 from journeyd.api.errors import JsonResponse, dialect_route
 from journeyd.api.fields import Metadata
 from journeyd.api.idempotency import IDEMPOTENT
-from journeyd.api.openapi import EXAMPLE_MASK, READ, SUBMIT, documented, link
+from journeyd.api.openapi import EXAMPLE_MASK, LIST, READ, SUBMIT, documented, link
 from journeyd.api.urls import image_base
 from journeyd.domain.buttons import Button
 from journeyd.domain.errors import InvalidRequest, JourneydError
@@ -205,6 +206,19 @@ class UnifiedAnswer(_Answer):
     data: UnifiedTask
 
 
+class AccountKey(_Answer):
+    prefix: str = Field(..., description="The key's first characters, as `journeyd keys list` shows them")
+    name: str
+    balance: int = Field(..., description="Credits left")
+
+
+class Account(_Answer):
+    keysRequired: bool = Field(
+        ..., description="Whether the server has keys; false: it serves loopback without one (key is then null)"
+    )
+    key: AccountKey | None = Field(..., description="The key this request presented")
+
+
 NEW_TASK = "$response.body#/data/0/task_id"
 TASK_ID_LINKS = {  # what a client does next with the task a submit made
     "fetch": link("apimart_fetch", "Poll the new task", task_id=NEW_TASK),
@@ -337,6 +351,22 @@ async def fetch(request: Request) -> JsonResponse:
 async def fetch_unified(request: Request) -> JsonResponse:
     task = _service(request).get(caller_of(request), request.path_params["task_id"])
     return JsonResponse({"code": 200, "data": unified_view(task, request)})
+
+
+@router.get(
+    "/v1/account",
+    summary="The caller's key and its credits",
+    responses=documented(Account, ApimartError, LIST),
+)
+async def account(request: Request) -> JsonResponse:
+    key = caller_of(request).key
+    auth: Authenticator = request.app.state.auth
+    return JsonResponse(
+        {
+            "keysRequired": auth.keys_required(),
+            "key": {"prefix": key.prefix, "name": key.name, "balance": key.balance} if key else None,
+        }
+    )
 
 
 @_submit_route("/v1/midjourney/generations", "Imagine: a grid of four images")

@@ -16,6 +16,7 @@ from starlette.responses import Response
 from journeyd import metrics
 from journeyd.api import apimart, images, mjproxy, mymidjourney, observability, studio
 from journeyd.api.auth import Authenticator
+from journeyd.api.docs import add_docs
 from journeyd.api.errors import from_http
 from journeyd.api.limits import BodyLimit
 from journeyd.api.observability import RequestLog
@@ -68,13 +69,17 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
         version="0.1.0",
         summary="Midjourney-compatible task APIs, served from your own hardware",
         lifespan=lifespan,
+        docs_url=None,  # served from local files instead (api/docs.py)
+        redoc_url=None,
     )
+    add_docs(app)
     settings = runtime.settings
     app.state.service = runtime.service
     app.state.images = runtime.images
     app.state.public_url = settings.public_url.rstrip("/") if settings.public_url else None
     app.state.auth = Authenticator(runtime.store, allow_remote_anonymous=settings.insecure)
     app.state.metrics_public = settings.metrics_public
+    app.state.events_poll_s = settings.events_poll_s
     app.state.queue_depth = observability.queue_depth(runtime.store)
     routers = (apimart.router, mjproxy.router, mymidjourney.router, images.router, observability.router, studio.router)
     for router in routers:

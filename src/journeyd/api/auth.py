@@ -59,8 +59,9 @@ class Authenticator:
         self._keys_exist = False
         self._keys_checked = -math.inf
 
-    def _any_keys(self) -> bool:
-        # Once a key exists, anonymous access is over for good: only the "no keys yet" answer is cached.
+    def keys_required(self) -> bool:
+        """Whether every request needs a key: some key exists (anonymous loopback use is over for good,
+        so only the "no keys yet" answer is cached)."""
         if not self._keys_exist and time.monotonic() - self._keys_checked > self.KEYS_RECHECK_S:
             self._keys_exist = self.store.count_keys() > 0
             self._keys_checked = time.monotonic()
@@ -74,7 +75,7 @@ class Authenticator:
                 if key.revoked:
                     raise Forbidden("this API key has been revoked")
                 return Caller(key)
-        if self._any_keys():
+        if self.keys_required():
             if secret:
                 raise Unauthorized("API key not recognised; check the key you were given by `journeyd keys create`")
             raise Unauthorized("send your API key as 'Authorization: Bearer <key>'")

@@ -15,17 +15,22 @@ JSON is compact (orjson): new-api rewrites `"code":22` to `"code":1` by text rep
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Literal
+import logging
+from collections.abc import AsyncIterable, Callable
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+import anyio
+import orjson
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from starlette.concurrency import run_in_threadpool
 
 from journeyd.api.auth import caller_of
 from journeyd.api.errors import JsonResponse, dialect_route
 from journeyd.api.fields import ClientText, HookUrl
 from journeyd.api.idempotency import IDEMPOTENT
-from journeyd.api.openapi import CHANGE, EXAMPLE_MASK, LIST, READ, SUBMIT, documented, link
+from journeyd.api.openapi import CHANGE, EXAMPLE_MASK, LIST, READ, STATUS_MEANINGS, SUBMIT, documented, link
 from journeyd.api.urls import image_base
 from journeyd.domain.errors import (
     InternalError,
@@ -33,17 +38,21 @@ from journeyd.domain.errors import (
     JourneydError,
     NotFound,
     RateLimited,
+    StorageUnavailable,
 )
 from journeyd.domain.lifecycle import MIDJOURNEY_STATUS, Action, Status
 from journeyd.domain.moderation import BannedPrompt
 from journeyd.domain.prompt import parse_prompt
 from journeyd.domain.task import ClientData, Hook, Task
+from journeyd.feed import Change, TaskFeed, parse_cursor
 from journeyd.service import MAX_LISTED_TASKS, ModalInput, TaskService
 
+log = logging.getLogger("journeyd.api")
 SPEED_PREFIXES = {"/mj": None, "/mj-fast/mj": "fast", "/mj-relax/mj": "relax", "/mj-turbo/mj": "turbo"}
 CHANGE_ACTIONS = {"UPSCALE": "upscale", "VARIATION": "variation", "REROLL": "reroll"}
 UNSUPPORTED = ("describe", "blend", "shorten", "edits", "retexture", "video", "upload-discord-images")
 WAITING_FOR_MODAL = "Waiting for window confirm"  # chatgpt-web-midjourney-proxy looks for "confirm"
+MAX_PAGE = 100  # tasks in one page of /task/list
 LIST_BODY_BYTES = 256 * 1024  # room for MAX_LISTED_TASKS ids: a bigger body is refused before it is parsed
 
 
@@ -176,6 +185,15 @@ class MjTaskProperties(_Answer):
     finalZhPrompt: str
     notifyHook: str
     engine: str
+    version: int = Field(..., description="Grows with every change of the task: tells two states of it apart")
+    maskUrl: str = Field(..., description='Vary (Region): the mask it repainted (white = repaint); "" otherwise')
+    featherPx: int = Field(..., description="Vary (Region), Zoom, Pan: the width of the seam's feather; 0 otherwise")
+    changedBeyondFeather: list[int] = Field(
+        ...,
+        description="Vary (Region), Zoom, Pan: per image, how many pixels beyond the feather differ from the "
+        "parent, measured by journeyd on the saved images (0 each: the rest is the parent's, bit for bit); "
+        "[] otherwise",
+    )
 
 
 class MjTask(_Answer):
@@ -281,6 +299,10 @@ def task_json(task: Task, images: str, parent_number: str = "") -> dict[str, Any
             "finalZhPrompt": "",
             "notifyHook": task.client.hook.url if task.client.hook and task.client.hook.format == "mj" else "",
             "engine": task.engine or "",
+            "version": task.version,
+            "maskUrl": f"{images}/{task.args['mask']}" if "mask" in task.args else "",
+            "featherPx": result.feather_px if result else 0,
+            "changedBeyondFeather": list(result.changed_beyond_feather) if result else [],
         },
     }
 
@@ -359,11 +381,112 @@ route(
 @route(
     "GET",
     "/task/list",
-    summary="The caller's latest 100 tasks, newest first",
+    summary=f"The caller's latest tasks, newest first, {MAX_PAGE} at most; `before` pages back through the rest",
+    description="Newest first, in the order they were submitted. For the next page, pass the `id` of the last "
+    "task of this one as `before`: pages never skip or repeat a task, however many arrive meanwhile. "
+    "An empty array: there are no older tasks.",
     responses=documented(list[MjTask], SubmitResult, LIST),
 )
-def task_list(request: Request) -> JsonResponse:
-    return JsonResponse([_view(task, request) for task in _service(request).recent(caller_of(request))])
+def task_list(
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="How many tasks (1-100)")] = MAX_PAGE,
+    before: Annotated[
+        str | None, Query(max_length=64, description="A task's `id`: only tasks submitted before it")
+    ] = None,
+) -> JsonResponse:
+    tasks = _service(request).recent(caller_of(request), limit, before=before)
+    return JsonResponse([_view(task, request) for task in tasks])
+
+
+SCHEMAS = "#/components/schemas/"
+EVENT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The stream, until the client closes it",
+        "content": {
+            "text/event-stream": {
+                "itemSchema": {
+                    "type": "object",
+                    "required": ["data", "event", "id"],
+                    "properties": {
+                        "event": {"const": "task"},
+                        "id": {"type": "string", "description": "A cursor: send it back as Last-Event-ID to resume"},
+                        "data": {
+                            "type": "string",
+                            "contentMediaType": "application/json",
+                            "contentSchema": {"$ref": SCHEMAS + "MjTask"},
+                        },
+                    },
+                }
+            }
+        },
+    },
+    # The refusals come before the stream starts, as JSON: spelled out, since a model here would be
+    # documented in the stream's media type.
+    **{
+        status: {
+            "description": STATUS_MEANINGS[status],
+            "content": {"application/json": {"schema": {"$ref": SCHEMAS + "SubmitResult"}}},
+        }
+        for status in LIST
+    },
+}
+
+
+def _event_feed(
+    request: Request,
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            alias="Last-Event-ID",
+            max_length=64,
+            description="Resume: the `id` of the last event received; every change after it follows",
+        ),
+    ] = None,
+    since: Annotated[
+        str | None, Query(max_length=64, description="Resume, as Last-Event-ID, for clients that cannot set headers")
+    ] = None,
+) -> TaskFeed:
+    """The caller's change feed, from the cursor the client sent back, else from now: built before the
+    stream starts, so a bad key or cursor is refused with a status, and 'now' is when the request came."""
+    caller = caller_of(request)
+    cursor = None
+    if last_event_id:
+        cursor = parse_cursor(last_event_id, what="Last-Event-ID")
+    elif since:
+        cursor = parse_cursor(since, what="since")
+    return _service(request).feed(caller, cursor)
+
+
+@route(
+    "GET",
+    "/task/events",
+    summary="Server-sent events: every change of the caller's tasks, as they happen",
+    description="A `text/event-stream`. Each change of one of the caller's tasks (status, progress, step "
+    "preview, result) is an event `task` whose `data` is the task as `GET /mj/task/{id}/fetch` returns it "
+    "and whose `id` is a cursor. To resume after a reconnect, send the last `id` received as the "
+    "`Last-Event-ID` header (or `?since=`): every change after it follows, perhaps with a few already seen "
+    "(tell them apart by `id` and `properties.version`). Without one, the stream starts now, with no backlog. "
+    "A `: ping` comment comes every 15 s of silence.",
+    response_class=EventSourceResponse,
+    responses=EVENT_RESPONSES,
+)
+async def task_events(
+    request: Request, feed: Annotated[TaskFeed, Depends(_event_feed)]
+) -> AsyncIterable[ServerSentEvent]:
+    poll_s: float = request.app.state.events_poll_s
+
+    def changes() -> list[tuple[Change, dict[str, Any]]]:  # store reads: off the event loop
+        return [(change, _view(change.task, request)) for change in feed.poll()]
+
+    while True:
+        try:
+            batch = await run_in_threadpool(changes)
+        except StorageUnavailable as error:  # the client reconnects from its cursor, and gets a 503 until it is back
+            log.error("%s: %s; the stream ends", request.url.path, error)
+            return
+        for change, view in batch:
+            yield ServerSentEvent(raw_data=orjson.dumps(view).decode(), event="task", id=str(change.cursor))
+        await anyio.sleep(poll_s)
 
 
 @route(

@@ -13,13 +13,17 @@ from journeyd.domain.prompt import PromptSpec
 
 @dataclass(frozen=True)
 class Result:
-    """Where a finished task's pixels are: storage keys of each image and of the grid."""
+    """Where a finished task's pixels are: storage keys of each image and of the grid. A task that
+    repainted part of its parent (Vary (Region), Zoom, Pan) also keeps its feather width and, per
+    image, how many pixels beyond the feather differ from the parent, as measured on the saved pixels."""
 
     kind: ResultKind
     images: tuple[str, ...]
     grid: str
     width: int
     height: int
+    feather_px: int = 0
+    changed_beyond_feather: tuple[int, ...] = ()  # one count per image; empty when nothing was composited
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -28,11 +32,21 @@ class Result:
             "grid": self.grid,
             "width": self.width,
             "height": self.height,
+            "feather_px": self.feather_px,
+            "changed_beyond_feather": list(self.changed_beyond_feather),
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Result:
-        return cls(data["kind"], tuple(data["images"]), data["grid"], data["width"], data["height"])
+        return cls(
+            data["kind"],
+            tuple(data["images"]),
+            data["grid"],
+            data["width"],
+            data["height"],
+            data.get("feather_px", 0),  # rows from before these were measured
+            tuple(data.get("changed_beyond_feather", ())),
+        )
 
 
 HookFormat = Literal["mj", "mymidjourney"]

@@ -48,6 +48,12 @@ class Feather:
         weights[self.ramp] = self.ramp_weights
         return weights
 
+    def beyond(self) -> np.ndarray:
+        """HxW bool: True where the weight is 0, the pixels that must stay the parent's."""
+        outside = self.inside == 0
+        outside[self.ramp] = False
+        return outside
+
 
 def feather(mask: np.ndarray, feather_px: int) -> Feather:
     """The feather of a bool mask: weight 1 on it, then 1 - d / (feather_px + 1) at distance d."""
@@ -70,3 +76,10 @@ def composite(parent: np.ndarray, candidate: np.ndarray, how: Feather) -> np.nda
     under, over = parent[how.ramp].astype(np.float32), candidate[how.ramp].astype(np.float32)
     out[how.ramp] = np.clip(np.rint(under + (over - under) * how.ramp_weights[:, None]), 0, 255).astype(np.uint8)
     return out
+
+
+def changed_beyond(parent: np.ndarray, image: np.ndarray, beyond: np.ndarray) -> int:
+    """How many pixels of `image` where `beyond` is True differ from `parent` in any channel: the
+    measurement that the composite kept its promise (0), taken on the pixels that are saved."""
+    differs = parent != image
+    return int(np.count_nonzero((differs.any(axis=-1) if differs.ndim == 3 else differs) & beyond))

@@ -116,8 +116,18 @@ class TaskStore(Protocol):
     def get_tasks(self, *, ids: Sequence[str] = (), numbers: Sequence[int] = ()) -> list[Task]:
         """The tasks with these ids or numeric ids, in any order; unknown ones are left out."""
 
-    def list_tasks(self, owner: str | None, *, statuses: Sequence[Status] = (), limit: int = 100) -> list[Task]:
-        """The owner's newest tasks first; with `statuses`, in the order they will run."""
+    def list_tasks(
+        self, owner: str | None, *, statuses: Sequence[Status] = (), limit: int = 100, before: str | None = None
+    ) -> list[Task]:
+        """The owner's newest tasks first (in the order they were stored, which no two share); with
+        `before` (a task id), only those stored before that task, so pages never skip or repeat a task.
+        With `statuses`, in the order they will run (`before` is for the newest-first listing only)."""
+
+    def changed_tasks(self, owner: str | None, *, since: int, after_id: str = "", limit: int = 500) -> list[Task]:
+        """The owner's tasks as they are now, whose last change (`updated_at`, then id) comes after
+        (`since`, `after_id`): with the default `after_id`, every task changed at `since` or later.
+        In that order, at most `limit`: the next page starts after the last one's (updated_at, id).
+        A change can commit after a later-stamped one, so a reader rescans a window behind its cursor."""
 
     def recent_tasks(self, *, statuses: Sequence[Status] = (), limit: int = 100) -> list[Task]:
         """Every owner's newest tasks first, for an operator (`journeyd tasks list`); with `statuses`, only those."""

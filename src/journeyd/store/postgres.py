@@ -184,6 +184,10 @@ MIGRATIONS = [  # the same steps as the SQLite store's, in PostgreSQL's dialect
     ALTER TABLE tasks ADD COLUMN handed_at BIGINT;
     CREATE INDEX tasks_handed ON tasks (handed_at) WHERE status = 'submitted';
     """,
+    """
+    CREATE INDEX tasks_owner_seq ON tasks (owner, seq);
+    CREATE INDEX tasks_owner_changed ON tasks (owner, updated_at);
+    """,
 ]
 
 # --- the hot statements, named so a test can EXPLAIN the exact production text ------------------------
@@ -235,6 +239,14 @@ DUE_DELIVERIES = (
     "(SELECT MIN(id) FROM webhook_outbox AS p WHERE p.task_id = o.task_id AND p.state = 'pending') "
     "ORDER BY o.id LIMIT %(limit)s FOR UPDATE OF o SKIP LOCKED"  # sweepers on other nodes take other rows
 )
+# The owner's newest tasks; with {before} = BEFORE, only those stored before task %(before)s (a range on the
+# index). {owner} is `_owner_named(owner)`.
+LIST_RECENT = f"SELECT {TASK_COLUMNS} FROM tasks WHERE {{owner}}{{before}} ORDER BY seq DESC LIMIT %(limit)s"
+BEFORE = " AND seq < (SELECT seq FROM tasks WHERE id = %(before)s)"
+CHANGED = (  # the owner's tasks changed after (%(since)s, %(after)s), as the event streams poll them
+    f"SELECT {TASK_COLUMNS} FROM tasks WHERE {{owner}} AND updated_at >= %(since)s "
+    "AND (updated_at > %(since)s OR id > %(after)s) ORDER BY updated_at, id LIMIT %(limit)s"
+)
 # Concurrent sweepers lock disjoint rows; handed_at moves without a version bump (no client-visible change).
 STALE_QUEUED = (
     "WITH stale AS (SELECT seq AS stale_seq FROM tasks WHERE status = 'submitted' "
@@ -271,6 +283,11 @@ def describe(dsn: str) -> str:
 def _owner_is(owner: str | None) -> tuple[str, tuple[Any, ...]]:
     """`owner IS NOT DISTINCT FROM x`, written so PostgreSQL can use the owner index."""
     return ("owner IS NULL", ()) if owner is None else ("owner = %s", (owner,))
+
+
+def _owner_named(owner: str | None) -> str:
+    """`_owner_is` for statements with named parameters (the owner as `%(owner)s`)."""
+    return "owner IS NULL" if owner is None else "owner = %(owner)s"
 
 
 def _grant(conn: psycopg.Connection, key_id: str, amount: int, now: int) -> None:
@@ -555,8 +572,9 @@ class PostgresStore:
         found.extend(task_from_row(row) for row in rows)
         return found
 
-    def list_tasks(self, owner: str | None, *, statuses: Sequence[Status] = (), limit: int = 100) -> list[Task]:
-        """The owner's newest tasks first; with `statuses`, in the order they will run."""
+    def list_tasks(
+        self, owner: str | None, *, statuses: Sequence[Status] = (), limit: int = 100, before: str | None = None
+    ) -> list[Task]:
         where, params = _owner_is(owner)
         with self._read() as conn:
             if statuses:
@@ -567,7 +585,8 @@ class PostgresStore:
                 ).fetchall()
             else:
                 rows = conn.execute(
-                    f"SELECT {TASK_COLUMNS} FROM tasks WHERE {where} ORDER BY seq DESC LIMIT %s", (*params, limit)
+                    LIST_RECENT.format(owner=_owner_named(owner), before="" if before is None else BEFORE),
+                    {"owner": owner, "before": before, "limit": limit},
                 ).fetchall()
         return [task_from_row(row) for row in rows]
 
@@ -577,6 +596,14 @@ class PostgresStore:
         with self._read() as conn:
             rows = conn.execute(
                 f"SELECT {TASK_COLUMNS} FROM tasks {where} ORDER BY seq DESC LIMIT %s", (*params, limit)
+            ).fetchall()
+        return [task_from_row(row) for row in rows]
+
+    def changed_tasks(self, owner: str | None, *, since: int, after_id: str = "", limit: int = 500) -> list[Task]:
+        with self._read() as conn:
+            rows = conn.execute(
+                CHANGED.format(owner=_owner_named(owner)),
+                {"owner": owner, "since": since, "after": after_id, "limit": limit},
             ).fetchall()
         return [task_from_row(row) for row in rows]
 

@@ -178,6 +178,11 @@ MIGRATIONS = [
     ALTER TABLE tasks ADD COLUMN handed_at INTEGER;
     CREATE INDEX tasks_handed ON tasks (handed_at) WHERE status = 'submitted';
     """,
+    # 6: an owner's history page by page, and the change feed of server-sent events
+    """
+    CREATE INDEX tasks_owner_seq ON tasks (owner, seq);
+    CREATE INDEX tasks_owner_changed ON tasks (owner, updated_at);
+    """,
 ]
 
 # --- the hot statements, named so a test can EXPLAIN QUERY PLAN the exact production text ----------
@@ -211,6 +216,16 @@ DUE_DELIVERIES = (
     "FROM webhook_outbox AS o WHERE o.state = 'pending' AND o.next_at <= :now AND o.id = "
     "(SELECT MIN(id) FROM webhook_outbox AS p WHERE p.task_id = o.task_id AND p.state = 'pending') "
     "ORDER BY o.id LIMIT :limit"
+)
+# the owner's newest tasks; LIST_BEFORE: only those stored before task :before (a range on the index)
+LIST_RECENT = f"SELECT {TASK_COLUMNS} FROM tasks WHERE owner IS :owner ORDER BY seq DESC LIMIT :limit"
+LIST_BEFORE = (
+    f"SELECT {TASK_COLUMNS} FROM tasks WHERE owner IS :owner "
+    "AND seq < (SELECT seq FROM tasks WHERE id = :before) ORDER BY seq DESC LIMIT :limit"
+)
+CHANGED = (  # the owner's tasks changed after (:since, :after), as the event streams poll them
+    f"SELECT {TASK_COLUMNS} FROM tasks WHERE owner IS :owner AND updated_at >= :since "
+    "AND (updated_at > :since OR id > :after) ORDER BY updated_at, id LIMIT :limit"
 )
 # handed_at moves without a version bump: a hand-over is not a change a client sees
 STALE_QUEUED = (
@@ -482,8 +497,9 @@ class SqliteStore:
                 found.extend(task_from_row(row) for row in rows)
         return found
 
-    def list_tasks(self, owner: str | None, *, statuses: Sequence[Status] = (), limit: int = 100) -> list[Task]:
-        """The owner's newest tasks first; with `statuses`, in the order they will run."""
+    def list_tasks(
+        self, owner: str | None, *, statuses: Sequence[Status] = (), limit: int = 100, before: str | None = None
+    ) -> list[Task]:
         if statuses:
             marks = ", ".join("?" * len(statuses))
             rows = self._conn().execute(
@@ -492,9 +508,12 @@ class SqliteStore:
                 (owner, *(s.value for s in statuses), limit),
             )
         else:
-            rows = self._conn().execute(
-                f"SELECT {TASK_COLUMNS} FROM tasks WHERE owner IS ? ORDER BY seq DESC LIMIT ?", (owner, limit)
-            )
+            statement = LIST_RECENT if before is None else LIST_BEFORE
+            rows = self._conn().execute(statement, {"owner": owner, "before": before, "limit": limit})
+        return [task_from_row(row) for row in rows]
+
+    def changed_tasks(self, owner: str | None, *, since: int, after_id: str = "", limit: int = 500) -> list[Task]:
+        rows = self._conn().execute(CHANGED, {"owner": owner, "since": since, "after": after_id, "limit": limit})
         return [task_from_row(row) for row in rows]
 
     def recent_tasks(self, *, statuses: Sequence[Status] = (), limit: int = 100) -> list[Task]:
