@@ -143,7 +143,7 @@ def test_imagine_u1_vary_region_with_rectangle_and_lasso_then_the_candidate_boar
     expect(board.locator("canvas.outline")).to_have_count(4)  # the mask's outline on each
     expect(board.get_by_label("Fidelity")).to_have_text("Beyond the feather: 0 px differ from the parent")
     page.keyboard.press("3")
-    expect(board.get_by_role("button", name="Candidate 3")).to_have_attribute("aria-pressed", "true")
+    expect(board.get_by_role("button", name="Candidate 3", exact=True)).to_have_attribute("aria-pressed", "true")
     expect(board.get_by_role("button", name="Upscale candidate 3")).to_be_visible()
     for candidate in candidates.all():
         assert candidate.locator("img").evaluate("image => image.complete && image.naturalWidth > 0")

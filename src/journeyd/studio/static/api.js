@@ -131,7 +131,7 @@ export function streamTasks(onTask, onState) {
         }
       } catch (error) {
         if (stopped) return;
-        onState(`reconnecting (${error.message || error})`);
+        onState("reconnecting…", error.message || String(error));
       }
       await new Promise((resolve) => setTimeout(resolve, delay));
       delay = Math.min(delay * 2, 10000);

@@ -17,6 +17,7 @@ const board = new CandidateBoard({ onUpscale: (task, index) => pressIndex(task, 
 const awaitingBoard = new Set(); // region tasks submitted here: their board opens when they finish
 let stream = null;
 let live = false;
+let wentLive = null; // resolves when the stream first opens
 
 function notify(message, isError = false) {
   const notice = $("notice");
@@ -127,9 +128,15 @@ async function openBoard(task) {
 
 function startStream() {
   if (stream) stream.stop();
-  stream = api.streamTasks(onTask, (state) => {
+  let opened;
+  wentLive = new Promise((resolve) => {
+    opened = resolve;
+  });
+  stream = api.streamTasks(onTask, (state, why = "") => {
     live = state === "live";
+    if (live) opened();
     $("connection").value = live ? "● live" : state;
+    $("connection").title = why; // the reason, for whoever hovers to ask
   });
 }
 
@@ -175,8 +182,11 @@ async function start() {
 }
 
 async function begin() {
-  await guarded(() => loadPage());
+  // The stream first: it has no backlog, so a change made while the list loads comes as an event
+  // (an older copy in the list is then ignored). If it cannot open, polling covers for it.
   startStream();
+  await Promise.race([wentLive, new Promise((resolve) => setTimeout(resolve, POLL_MS))]);
+  await guarded(() => loadPage());
   setTimeout(pollUnfinished, POLL_MS);
   document.body.dataset.ready = "true"; // for people's tools and the browser tests alike
   performance.mark("studio-ready"); // bench/studio.py reads it
