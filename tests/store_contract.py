@@ -22,7 +22,7 @@ from journeyd.domain.keys import ApiKey, Charge
 from journeyd.domain.lifecycle import Action, Op, Speed, Status
 from journeyd.domain.prompt import parse_prompt
 from journeyd.domain.task import ClientData, Hook, Task
-from journeyd.store.base import DuplicateNumber, IdempotencyKeyTaken, QueueFull, TaskStore, Transition
+from journeyd.store.base import DuplicateNumber, IdempotencyKeyTaken, QueueFull, TaskStore, Transition, WorkerSeen
 
 NOW = 1_767_225_600_000
 KEY = "KEY1"
@@ -414,6 +414,64 @@ class StoreContract:
         results = race(6, sweep)
         taken = [task_id for result in results for task_id in result]
         assert sorted(taken) == [tid(i + 1) for i in range(60)], results  # each once, none left out
+
+    # --- fleet workers: who serves which model, and the queued tasks nobody serves ---------------------------
+    def test_a_worker_is_seen_from_its_last_announcement_until_it_is_forgotten(self, store: TaskStore) -> None:
+        store.announce_worker("box1", ["7", "default"], NOW)
+        store.announce_worker("box2", None, NOW + 1_000)
+        store.announce_worker("box1", ["7", "default", "niji6"], NOW + 5_000)  # again, serving more: still one row
+        assert sorted(store.workers_seen(NOW), key=lambda seen: seen.worker) == [
+            WorkerSeen("box1", ("7", "default", "niji6"), NOW + 5_000),
+            WorkerSeen("box2", None, NOW + 1_000),  # None: it serves any model
+        ]
+        assert [seen.worker for seen in store.workers_seen(NOW + 2_000)] == ["box1"]  # box2 silent since 1 s
+        assert store.forget_workers(NOW + 2_000) == 1
+        assert [seen.worker for seen in store.workers_seen(0)] == ["box1"]
+
+    def test_a_task_queued_too_long_for_a_model_nobody_serves_fails_refunded(
+        self, keyed: TaskStore, run_sql: Callable, heard: Heard
+    ) -> None:
+        charge = Charge(KEY, "submit", "midjourney@imagine", 2)
+        keyed.insert_task(make_task(1, prompt="running --niji 6"), [charge])
+        assert keyed.claim_next("w", NOW, 60_000, models=["niji6"]) is not None
+        keyed.insert_task(make_task(2, prompt="served --v 7"), [charge])
+        keyed.insert_task(make_task(3, prompt="waited too long --niji 6"), [charge])
+        keyed.insert_task(make_task(4, prompt="not long enough --niji 6", now=NOW + 5_000), [charge])
+        keyed.insert_task(make_task(5, prompt="from before labels --niji 6"), [charge])
+        run_sql(f"UPDATE tasks SET model = NULL WHERE id = '{tid(5)}'")  # as migration 5 leaves old rows: anyone's
+
+        def sweep() -> list[str]:
+            return keyed.fail_unserved(NOW + 10_000, NOW + 1_000, ["7", "default"], lambda label: f"no {label} here")
+
+        assert sweep() == [tid(3)]
+        failed = keyed.get_task(tid(3))
+        assert failed is not None and failed.status is Status.FAILURE and failed.fail_reason == "no niji6 here"
+        assert failed.finished_at == NOW + 10_000
+        assert [entry.kind for entry in keyed.ledger(task_id=tid(3))] == ["charge", "refund"]
+        assert balance(keyed) == 100 - 5 * 2 + 2
+        assert heard.moves()[-1] == (tid(3), "submitted", "failure", NOW, None)  # it waited from NOW
+        assert [keyed.get_task(tid(i)).status for i in (1, 2, 4, 5)] == [  # type: ignore[union-attr]
+            Status.IN_PROGRESS,
+            Status.SUBMITTED,
+            Status.SUBMITTED,
+            Status.SUBMITTED,
+        ]
+        assert sweep() == []  # failed once, refunded once
+
+    def test_concurrent_sweeps_fail_each_unserved_task_once(self, keyed: TaskStore) -> None:
+        charge = Charge(KEY, "submit", "midjourney@imagine", 2)
+        for i in range(30):
+            keyed.insert_task(make_task(i + 1, prompt="a fox --niji 6"), [charge])
+
+        def sweep(i: int) -> list[str]:
+            failed: list[str] = []
+            while found := keyed.fail_unserved(NOW + 60_000, NOW + 1_000, ["7"], lambda label: "nobody", limit=4):
+                failed.extend(found)
+            return failed
+
+        results = race(4, sweep)
+        assert sorted(task_id for result in results for task_id in result) == [tid(i + 1) for i in range(30)], results
+        assert balance(keyed) == 100  # 30 charges, 30 refunds
 
     # --- numeric ids ----------------------------------------------------------------------------------------
     def test_a_taken_number_is_a_duplicate_and_writes_nothing(self, keyed: TaskStore) -> None:

@@ -31,8 +31,8 @@ class _Diffusers:
     """What `served_models` reads of the diffusers engine: its versions table."""
 
     def __init__(self, *version_lists: list[str]) -> None:
-        self.versions = Versions(
-            tuple(profile_from({"model": "m", "family": "sdxl", "versions": v}) for v in version_lists)
+        self.versions = Versions.of(
+            profile_from({"model": "m", "family": "sdxl", "versions": v}) for v in version_lists
         )
 
 

@@ -22,7 +22,9 @@ from kombu import Connection
 
 from journeyd.dispatch.bells import BELL_TASK, queue_name, routing_key
 from journeyd.dispatch.celery import CeleryDispatcher, EmbeddedWorker, exchange_for, make_celery
+from journeyd.domain.errors import Unprocessable
 from journeyd.domain.lifecycle import Status
+from journeyd.roster import Roster
 from journeyd.worker import Worker
 from tests.dispatcher_contract import Base, DispatcherContract, GatedEngine, Journal, wait_for
 from tests.tcp_proxy import TcpProxy
@@ -259,3 +261,18 @@ def test_a_fleet_worker_claims_what_its_engine_serves(celery_rig: CeleryRig) -> 
     (worker,) = celery_rig.machine(GatedEngine(Journal(), models=["7"]))
     assert worker.models == ["7", "default"]  # set from the engine even if the caller left it open
     assert _consumers(queue_name(celery_rig.namespace, ["7", "default"])) == 1
+
+
+def test_a_fleet_worker_announces_the_models_it_serves_and_the_api_refuses_the_others(celery_rig: CeleryRig) -> None:
+    celery_rig.machine(GatedEngine(Journal(), models=["7"]))
+    store, clock = celery_rig.runtime.store, celery_rig.base.clock
+    assert [(seen.worker, seen.models) for seen in store.workers_seen(0)] == [
+        (f"box0@{celery_rig.namespace}", ("7", "default"))
+    ]
+    celery_rig.runtime.service.roster = Roster(store, clock, window_ms=60_000)  # as an API node of a fleet has
+    with pytest.raises(Unprocessable, match="no worker serves model niji6; the workers serve 7, default"):
+        DispatcherContract.submit(celery_rig, "an anime cat --niji 6")
+    DispatcherContract.ended(celery_rig, DispatcherContract.submit(celery_rig, "a photo of a cat --v 7"))
+    celery_rig.machine(GatedEngine(Journal()))  # a box that draws any model
+    clock.advance(1)  # the roster is read again at most every second
+    DispatcherContract.ended(celery_rig, DispatcherContract.submit(celery_rig, "an anime cat --niji 6"))

@@ -278,6 +278,42 @@ def test_s3_down_while_a_worker_saves_fails_the_task_with_a_reason_and_a_refund(
     assert refunds == {bare(task_id): 1} and balance == 100 - 5
 
 
+def test_a_model_no_worker_serves_is_refused_and_a_task_left_waiting_for_it_fails_refunded(
+    fleet: Fleet, pg_url: str, tmp_path: Path
+) -> None:
+    """The API node runs the diffusers engine's settings without its models (they are on the GPU box); the only
+    worker loads the one model it serves, a tiny one, and announces it."""
+    from tests.tiny_models import tiny_sd15
+
+    profile = '[[profile]]\nname = "{name}"\nmodel = "{model}"\nversions = ["{version}"]\nsize = 64\nsteps = 2\n'
+    every_model = tmp_path / "every-model.toml"
+    every_model.write_text(
+        profile.format(name="base", model="/gpu-box/base", version="7")
+        + profile.format(name="anime", model="/gpu-box/anime", version="niji6")
+    )
+    this_box = tmp_path / "this-box.toml"
+    this_box.write_text(profile.format(name="base", model=tiny_sd15(tmp_path / "base"), version="7"))
+    fleet.env.update({"JOURNEYD_UNSERVED_S": "3", "HF_HUB_OFFLINE": "1", "JOURNEYD_SPEEDUPS": "none"})
+    headers = new_key(fleet)
+    api = fleet.api(("--engine", "diffusers", "--models", str(every_model)))
+    with fleet.client(api, **headers) as client:
+        assert client.get("/healthz").json()["engine"] == "diffusers (not loaded: API node)"
+        waiting = submit(client, "/v1/midjourney/generations", {"prompt": "an anime cat --niji 6"})  # no worker yet
+        fleet.worker(("--engine", "diffusers", "--models", str(this_box), "--device", "cpu", "--dtype", "float32"))
+        time.sleep(1.5)  # the API node reads the workers' announcements at most every second
+        refused = client.post("/v1/midjourney/generations", json={"prompt": "an anime dog --niji 6"})
+        assert refused.status_code == 422, refused.text
+        assert "no worker serves model niji6; the workers serve 7, default" in refused.text
+        unknown = client.post("/v1/midjourney/generations", json={"prompt": "a photo of a dog --v 5"})
+        assert unknown.status_code == 400 and "this server serves 7, niji6" in unknown.text  # as the profiles say
+        served = ended(client, submit(client, "/v1/midjourney/generations", {"prompt": "a photo of a dog --v 7"}))
+        assert served["status"] == "SUCCESS", served
+        failed = ended(client, waiting)
+        assert failed["status"] == "FAILURE" and "no worker served model niji6 for 3 s" in failed["fail_reason"]
+    charges, refunds, balance = ledger(pg_url)
+    assert refunds == {bare(waiting): 1} and len(charges) == 2 and balance == 100 - 5
+
+
 def rabbitmq(command: str) -> None:
     subprocess.run(["rabbitmqctl", "-q", command], check=True, capture_output=True, timeout=120)
     if command == "start_app":

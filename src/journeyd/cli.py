@@ -88,6 +88,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"journeyd: {error}", file=sys.stderr)
         return 2
     copies = f" on {len(runtime.engines)} devices" if len(runtime.engines) > 1 else ""
+    copies = copies if runtime.loaded else " (not loaded: API node, prompts checked against its settings)"
     work = (
         f"{len(runtime.workers)} worker(s)"
         if settings.broker_url is None
@@ -155,6 +156,7 @@ def worker(args: argparse.Namespace) -> int:
     """A Celery worker process: loads its engine, then runs the tasks of the models it serves."""
     from journeyd import logs
     from journeyd.dispatch.celery import make_celery, run_worker
+    from journeyd.roster import announce_interval
     from journeyd.runtime import build_workers
 
     settings = _settings(args)
@@ -169,7 +171,13 @@ def worker(args: argparse.Namespace) -> int:
         return 2
     try:
         app = make_celery(settings.broker_url, namespace=settings.broker_namespace)
-        return run_worker(app, workers, namespace=settings.broker_namespace, loglevel=args.log_level.upper())
+        return run_worker(
+            app,
+            workers,
+            namespace=settings.broker_namespace,
+            loglevel=args.log_level.upper(),
+            announce_every_s=announce_interval(settings.unserved_s),
+        )
     finally:
         store.close()
 

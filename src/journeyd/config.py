@@ -47,6 +47,13 @@ class Settings(BaseSettings):
         gt=0,
         description="A queued task no worker took this long after its hand-over is handed to the broker again",
     )
+    unserved_s: float = Field(
+        600.0,
+        gt=0,
+        description="Fleet: a model counts as served while a worker serving it announced itself this recently; "
+        "a submit for a model no live worker serves is refused, and a task queued this long for a model nobody "
+        "served in that time fails with a refund (the same on every node and worker)",
+    )
     min_free_mb: int = Field(64, ge=0, description="/readyz fails when the images folder has less free space (MiB)")
     host: str = "127.0.0.1"
     port: int = 8080

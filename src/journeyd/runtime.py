@@ -19,12 +19,13 @@ from journeyd.config import Settings
 from journeyd.domain.ids import IdGenerator
 from journeyd.domain.moderation import BannedWords
 from journeyd.domain.task import Hook
-from journeyd.engines import load_engines
-from journeyd.engines.base import Engine
+from journeyd.engines import load_engines, load_prompt_rules
+from journeyd.engines.base import Engine, PromptRules
 from journeyd.maintenance import Maintenance
 from journeyd.media.fetch import SafeFetcher
 from journeyd.media.storage import ImageStore, check_writable
 from journeyd.periodic import Periodic
+from journeyd.roster import Roster
 from journeyd.service import Limits, TaskService
 from journeyd.store.base import TaskStore
 from journeyd.webhooks import Notifier, Signer, load_secret
@@ -72,7 +73,8 @@ class Runtime:
     clock: Clock
     store: TaskStore
     images: ImageStore
-    engines: list[Engine]  # one per device; worker i draws on engines[i % len(engines)]
+    engines: list[Engine]  # one per device; worker i draws on engines[i % len(engines)]; none on an API node
+    rules: PromptRules  # what submits are checked against: the engine's own, or its configuration's on an API node
     service: TaskService
     workers: list[Worker]
     dispatcher: RunningDispatcher
@@ -82,8 +84,16 @@ class Runtime:
     loops: list[Periodic] = field(default_factory=list)
 
     @property
+    def loaded(self) -> bool:
+        """Whether this node loaded its engine: an API node (`--workers 0`) draws nothing, so it loads none."""
+        return bool(self.engines)
+
+    @property
     def engine(self) -> Engine:
-        """The first engine: all of them serve the same models, so any can check a prompt."""
+        """The first engine (all of them serve the same models), loaded now on a node that had none:
+        an API node whose queue a test runs on its own thread (`run_pending`)."""
+        if not self.engines:
+            self.engines = load_engines(self.settings)
         return self.engines[0]
 
     def start(self) -> None:
@@ -140,11 +150,12 @@ def _make_worker(
     )
 
 
-def _engines(settings: Settings, given: Engine | Sequence[Engine] | None) -> list[Engine]:
-    """The engines given (one, or one per device), else the configured ones, loaded now."""
-    if given is None:
-        return load_engines(settings)
-    return list(given) if isinstance(given, Sequence) else [given]
+def _engines(settings: Settings, given: Engine | Sequence[Engine] | None, threads: int | None) -> list[Engine]:
+    """The engines given (one, or one per device), else the configured ones, loaded now; none for a
+    node with no worker threads (an API node: on a CPU box of a GPU fleet it must not load weights)."""
+    if given is not None:
+        return list(given) if isinstance(given, Sequence) else [given]
+    return [] if threads == 0 else load_engines(settings)
 
 
 def _thread_count(settings: Settings) -> int | None:
@@ -190,7 +201,8 @@ def build_runtime(
             "so that webhooks from every node carry one signature"
         )
     images = open_images(settings)
-    engines = _engines(settings, engine)
+    engines = _engines(settings, engine, count)
+    rules = engines[0] if engines else load_prompt_rules(settings)
     fetcher = SafeFetcher(
         allow_private=settings.allow_private_urls,
         timeout_s=settings.fetch_timeout_s,
@@ -221,8 +233,10 @@ def build_runtime(
         banned=BannedWords(settings.banned_word_list()),
         hooks=webhook_http,
         default_hook=Hook(settings.notify_hook, "mj") if settings.notify_hook else None,
-        check_prompt=engines[0].check,
+        check_prompt=rules.check,
         rng=rng,
+        # with a broker, `journeyd worker` processes announce the models they serve; embedded threads take any
+        roster=Roster(store, clock, window_ms=int(settings.unserved_s * 1000)) if settings.broker_url else None,
         limits=Limits(
             modal_timeout_ms=int(settings.modal_timeout_s * 1000),
             max_queued_per_key=settings.max_queued_per_key,
@@ -249,6 +263,7 @@ def build_runtime(
         store,
         images,
         engines,
+        rules,
         service,
         workers,
         dispatcher,

@@ -32,6 +32,7 @@ from journeyd.imaging.budget import PixelBudget
 from journeyd.imaging.codec import decode_image, encode_png, image_pixels, to_rgb
 from journeyd.imaging.masks import mask_from_image, mask_to_png_pixels
 from journeyd.media.storage import ImageStore
+from journeyd.roster import Roster
 from journeyd.store.base import DuplicateNumber, IdempotencyKeyTaken, QueueFull, Reclaimed, TaskStore, find_task
 
 MODAL_EXPIRED = "the modal window closed before a modal was submitted; the task was cancelled and refunded"
@@ -117,6 +118,7 @@ class TaskService:
         default_hook: Hook | None = None,
         check_prompt: Callable[[PromptSpec], None] | None = None,
         rng: random.Random | None = None,
+        roster: Roster | None = None,
     ) -> None:
         self.store = store
         self.images = images
@@ -130,6 +132,7 @@ class TaskService:
         self.hooks = hooks or fetcher  # checks webhook URLs under the webhooks' own rules
         self.default_hook = default_hook
         self.check_prompt = check_prompt or (lambda spec: None)  # the engine refuses what it cannot draw
+        self.roster = roster  # a fleet's: which models its workers serve (None: embedded, any worker takes any)
         self._rng = rng or random.Random()
         self._decoding = PixelBudget(self.limits.max_image_pixels)  # full-size pixels decoded at once
 
@@ -290,6 +293,7 @@ class TaskService:
         inputs = self._modal_inputs(task.id, task.op, task.args, parent, modal)
         charge = self._quote(caller, "modal", inputs.spec, task.speed)
         try:
+            self._check_served(inputs.spec)
             submitted = self.store.submit_modal(
                 task.id,
                 self.clock.now_ms(),
@@ -348,6 +352,13 @@ class TaskService:
                 self._ring(task)
         return stale
 
+    def fail_unserved(self) -> list[str]:
+        """Fail, refunded, the queued tasks no worker has served the model of for too long (a fleet's)."""
+        return self.roster.fail_unserved() if self.roster is not None else []
+
+    def forget_silent_workers(self) -> int:
+        return self.roster.forget_silent() if self.roster is not None else 0
+
     def _ring(self, task: Task) -> None:
         """Tell the workers that can draw `task` that it is queued."""
         self.dispatcher.wake(task.id, routing_label(task.spec), task.speed)
@@ -369,6 +380,11 @@ class TaskService:
             raise InvalidRequest("This action requires a four-image grid task (U1-U4, V1-V4 and 🔄 act on grids).")
         if plan.needs == "grid" and plan.op is not None and not 1 <= plan.index <= len(parent.result.images):
             raise InvalidRequest(f"index must be from 1 to 4, got {plan.index}")
+
+    def _check_served(self, spec: PromptSpec) -> None:
+        """In a fleet, refuse a task for a model none of the live workers serves (see roster.py)."""
+        if self.roster is not None:
+            self.roster.check(spec)
 
     def _check_queue(self, caller: Caller) -> None:
         """Refuse early, before fetching images for a submit that cannot be queued. (The cap itself is
@@ -573,6 +589,8 @@ class TaskService:
         charge = self._quote(caller, task.price_name, task.spec, task.speed)
         charges = [*([charge] if charge else []), *extra_charges]
         try:
+            if task.status is Status.SUBMITTED:
+                self._check_served(task.spec)
             for _ in range(10):
                 try:
                     self.store.insert_task(

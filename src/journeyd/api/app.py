@@ -96,12 +96,14 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
         responses=HEALTH_ERRORS,
     )
     def healthz() -> Health:
-        return Health(ok=True, engine=runtime.engine.name)
+        name = runtime.rules.name
+        return Health(ok=True, engine=name if runtime.loaded else f"{name} (not loaded: API node)")
 
     @app.get(
         "/readyz",
         tags=["health"],
-        summary="Readiness: the database and the image folder take writes, the engine is loaded (503 if not)",
+        summary="Readiness: the database and the image folder take writes, the engine is loaded unless this is "
+        "an API node (503 if not)",
         operation_id="readyz",
         response_model=Readiness,
         responses={503: {"model": Readiness, "description": "Not ready: `reason` says why"}, **HEALTH_ERRORS},

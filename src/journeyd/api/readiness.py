@@ -2,7 +2,8 @@
 
 Each check does the real thing, cheaply: the database commits a write (synced, when durable), the
 image store takes a probe write (a folder, with room to spare; S3, a PUT and a DELETE in the bucket),
-and the engines are loaded (they are at start-up, or the server does not start). A failing check
+and the engines are loaded (they are at start-up, or the server does not start; an API node loads
+none, and says so with `loaded: false`). A failing check
 gives the reason a person can act on.
 """
 
@@ -42,7 +43,8 @@ def readiness(runtime: Runtime) -> dict[str, Any]:
     checks = {
         "database": _check(runtime.store.check_writable),
         "images": _check(runtime.images.check),
-        "engine": {"ok": True, "name": runtime.engine.name, "devices": len(runtime.engines)},
+        # an API node checks prompts against its configuration and loads no engine: nothing to wait for
+        "engine": {"ok": True, "name": runtime.rules.name, "loaded": runtime.loaded, "devices": len(runtime.engines)},
     }
     failing = [check["reason"] for check in checks.values() if not check["ok"]]
     return {"ready": not failing, **({"reason": failing[0]} if failing else {}), "checks": checks}

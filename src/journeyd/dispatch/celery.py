@@ -38,6 +38,8 @@ from journeyd.dispatch.bells import BELL_TASK, MAX_PRIORITY, bell_priority, bind
 from journeyd.domain.errors import StorageUnavailable
 from journeyd.domain.lifecycle import Speed
 from journeyd.engines.base import served_models
+from journeyd.periodic import Periodic
+from journeyd.roster import ANNOUNCE_EVERY_S
 from journeyd.worker import Worker
 
 log = logging.getLogger("journeyd.dispatch")
@@ -274,12 +276,16 @@ def _answer(app: Celery, task_id: str) -> None:
             log.exception("worker %s could not take a task", worker.id)
 
 
-def _serve(app: Celery, workers: Sequence[Worker], namespace: str) -> Queue:
+def _serve(
+    app: Celery, workers: Sequence[Worker], namespace: str, hostname: str, announce_every_s: float
+) -> tuple[Queue, Periodic]:
+    """Declare this process's queue and start announcing it to the API nodes (see roster.py)."""
     for worker in workers:  # a fleet worker claims only what its engine draws: other boxes serve the rest
         if worker.models is None:
             worker.models = served_models(worker.engine)
     crew = _Crew(workers)
     _crews[app] = crew
+    announcer = _announcer(workers[0], hostname, crew.models, announce_every_s)
     bells = queue_for(namespace, crew.models)
     app.conf.task_queues = [bells]
     with app.connection_for_write() as connection:  # declared before consuming: bells routed now are kept
@@ -289,7 +295,22 @@ def _serve(app: Celery, workers: Sequence[Worker], namespace: str) -> Queue:
             max_retries=None,
         )
         bells.bind(connection.default_channel).declare()
-    return bells
+    announcer.start()
+    return bells, announcer
+
+
+def _announcer(worker: Worker, hostname: str, models: Sequence[str] | None, every_s: float) -> Periodic:
+    """Tells the API nodes, through the store, that this process is alive and which models it serves:
+    once now, then every `every_s` until stopped."""
+
+    def announce() -> None:
+        worker.store.announce_worker(hostname, models, worker.clock.now_ms())
+
+    try:
+        announce()
+    except StorageUnavailable as error:  # the next announcement tries again
+        log.error("worker %s could not announce itself: %s", hostname, error)
+    return Periodic("announce", announce, every_s)
 
 
 class ThreadPool(TaskPool):  # type: ignore[misc]
@@ -327,17 +348,22 @@ def run_worker(
     namespace: str = "journeyd",
     loglevel: str = "INFO",
     hostname: str | None = None,
+    announce_every_s: float = ANNOUNCE_EVERY_S,
 ) -> int:
-    """Consume this process's model queue with one pool thread per `Worker` until SIGTERM/SIGINT.
+    """Consume this process's model queue with one pool thread per `Worker` until SIGTERM/SIGINT,
+    announcing the models it serves every `announce_every_s`.
 
     SIGTERM is a warm shutdown: running tasks finish; a task that cannot (a second signal) keeps its
     lease, its bell stays unacked, and another worker runs it once the lease is reclaimed."""
-    bells = _serve(app, workers, namespace)
     # one name per process: Celery's control queue is exclusive to its node name, and a box may run several
     hostname = hostname or f"{namespace}-{os.getpid()}@{socket.gethostname()}"
+    bells, announcer = _serve(app, workers, namespace, hostname, announce_every_s)
     log.info("worker %s consuming %s (%d threads)", hostname, bells.name, len(workers))
     worker = app.Worker(loglevel=loglevel, **_worker_options(len(workers), hostname, bells))
-    worker.start()
+    try:
+        worker.start()
+    finally:
+        announcer.stop()
     return int(worker.exitcode or 0)
 
 
@@ -346,16 +372,24 @@ class EmbeddedWorker:
     signal handlers; `stop()` is the warm shutdown."""
 
     def __init__(
-        self, app: Celery, workers: Sequence[Worker], *, namespace: str = "journeyd", hostname: str | None = None
+        self,
+        app: Celery,
+        workers: Sequence[Worker],
+        *,
+        namespace: str = "journeyd",
+        hostname: str | None = None,
+        announce_every_s: float = ANNOUNCE_EVERY_S,
     ) -> None:
         self.app, self.workers, self.namespace = app, list(workers), namespace
         self.hostname = hostname or f"{namespace}-{id(self):x}@embedded"
+        self.announce_every_s = announce_every_s
+        self._announcer: Periodic | None = None
         self._controller: WorkController | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
 
     def start(self, timeout_s: float = 15.0) -> None:
-        bells = _serve(self.app, self.workers, self.namespace)
+        bells, self._announcer = _serve(self.app, self.workers, self.namespace, self.hostname, self.announce_every_s)
         ready = self._ready
 
         class Controller(WorkController):  # type: ignore[misc]
@@ -396,6 +430,9 @@ class EmbeddedWorker:
             thread.join(timeout_s)
             if thread.is_alive():
                 raise RuntimeError(f"celery worker {self.hostname} did not stop within {timeout_s} s")
+        if self._announcer is not None:
+            self._announcer.stop()
+            self._announcer = None
         _crews.pop(self.app, None)
 
 

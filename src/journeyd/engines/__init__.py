@@ -1,9 +1,10 @@
-"""Engines: pixels in, pixels out. `load_engines` builds the configured one (once per device)."""
+"""Engines: pixels in, pixels out. `load_engines` builds the configured one (once per device);
+`load_prompt_rules` reads only what it accepts, for a node that draws nothing."""
 
 from __future__ import annotations
 
 from journeyd.config import Settings
-from journeyd.engines.base import Engine
+from journeyd.engines.base import Engine, PromptRules
 
 ENGINES = ("classic", "diffusers")
 
@@ -28,3 +29,14 @@ def load_engines(settings: Settings) -> list[Engine]:
             for device in devices
         ]
     raise ValueError(f"unknown engine {settings.engine!r}; choose one of: {', '.join(ENGINES)}")
+
+
+def load_prompt_rules(settings: Settings) -> PromptRules:
+    """What the configured engine accepts, without loading it: an API node checks submits with these,
+    and its workers, loading the same settings, accept the same prompts. The diffusers engine's rules
+    come from its profiles alone: no model is read, and no torch imported."""
+    if settings.engine == "diffusers":
+        from journeyd.engines.diffusion.profiles import ProfileRules, load_versions
+
+        return ProfileRules(load_versions(settings.model, settings.models))
+    return load_engines(settings)[0]  # classic: no weights, so the engine is its own rules (an unknown one is refused)

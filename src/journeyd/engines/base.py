@@ -35,8 +35,11 @@ class Progress(Protocol):
     def __call__(self, done: int, total: int, preview: Image | None = None) -> None: ...
 
 
-@runtime_checkable
-class Engine(Protocol):
+class PromptRules(Protocol):
+    """What an engine accepts, which submits are checked against. An engine is its own rules; an API
+    node of a fleet, which draws nothing, gets its configuration's without loading the engine
+    (`engines.load_prompt_rules`), so it accepts exactly what its workers accept."""
+
     name: str
 
     def check(self, prompt: PromptSpec) -> None:
@@ -44,6 +47,9 @@ class Engine(Protocol):
         `InvalidRequest`, so the client gets a 4xx instead of a failed task."""
         ...
 
+
+@runtime_checkable
+class Engine(PromptRules, Protocol):
     def canvas_size(self, prompt: PromptSpec) -> tuple[int, int]:
         """(width, height) this engine draws a new image at for the prompt's --ar (and model)."""
         ...
@@ -110,7 +116,7 @@ class BatchEngine(Engine, Protocol):
 ANY_MODEL = "*"
 
 
-def served_models(engine: Engine) -> list[str] | None:
+def served_models(engine: PromptRules) -> list[str] | None:
     """The routing labels (`domain.routing.routing_label`) this engine can draw; None: any.
 
     An engine with a `versions` table (the diffusers engine) serves the labels its profiles list, plus

@@ -89,6 +89,15 @@ class Transition:
 TransitionObserver = Callable[[Transition], None]
 
 
+@dataclass(frozen=True)
+class WorkerSeen:
+    """A fleet worker process's last announcement: the routing labels it serves, and when it said so."""
+
+    worker: str
+    models: tuple[str, ...] | None  # None: any label (the classic engine, a "*" profile)
+    seen_at: int
+
+
 class TaskStore(Protocol):
     # Whether other processes (other nodes' workers) share this store. A store that is not shared may
     # treat every lease as an orphan at start-up (`reclaim(every_lease=True)`); a shared one never may.
@@ -207,6 +216,23 @@ class TaskStore(Protocol):
         as handed over at `now` in the same statement: the caller rings the dispatcher for them again.
         Concurrent sweepers get disjoint ids. A task is handed over when it is queued (inserted as
         SUBMITTED, a modal submitted, a lease reclaimed); none of this changes its version."""
+
+    def fail_unserved(
+        self, now: int, queued_before: int, served: Sequence[str], reason: Callable[[str], str], limit: int = 100
+    ) -> list[str]:
+        """Fail, refunded, the tasks queued since before `queued_before` whose routing label is not in
+        `served`, each with `reason(label)`; tasks stored without a label (from before labels existed) are
+        anyone's and never fail here. Concurrent sweepers fail disjoint tasks; a claim that commits first wins."""
+
+    # --- fleet workers: which models someone serves --------------------------------------------------
+    def announce_worker(self, worker: str, models: Sequence[str] | None, now: int) -> None:
+        """Record that `worker` is alive at `now` and serves `models` (None: any); one row per worker."""
+
+    def workers_seen(self, since: int) -> list[WorkerSeen]:
+        """The workers whose last announcement was at `since` or later."""
+
+    def forget_workers(self, before: int) -> int:
+        """Delete the workers last heard of before `before`; how many there were."""
 
     def queued_count(self, owner: str | None) -> int: ...
 

@@ -5,8 +5,8 @@ interleave. Each statement that moves a task says where its atomicity comes from
 - a conditional UPDATE (`... WHERE status = 'x'`): a second writer waits for the row lock, then
   re-checks the condition on the committed row and changes nothing;
 - the claims and the sweeps that several nodes run (claim, reclaim, modal expiry, the hand-over
-  sweep) pick their rows with `FOR UPDATE SKIP LOCKED`, so concurrent callers take disjoint rows
-  and never wait on each other;
+  sweep, failing the tasks no worker serves) pick their rows with `FOR UPDATE SKIP LOCKED`, so
+  concurrent callers take disjoint rows and never wait on each other;
 - the per-owner queue cap is counted under a per-owner advisory lock, so concurrent submits on
   different connections cannot both see room for one more.
 
@@ -46,6 +46,7 @@ from journeyd.store.base import (
     Reclaimed,
     Transition,
     TransitionObserver,
+    WorkerSeen,
 )
 from journeyd.store.rows import (
     BUMP,
@@ -66,6 +67,7 @@ from journeyd.store.rows import (
     models_param,
     run_since,
     task_from_row,
+    worker_from_row,
 )
 
 log = logging.getLogger("journeyd.store")
@@ -188,6 +190,10 @@ MIGRATIONS = [  # the same steps as the SQLite store's, in PostgreSQL's dialect
     CREATE INDEX tasks_owner_seq ON tasks (owner, seq);
     CREATE INDEX tasks_owner_changed ON tasks (owner, updated_at);
     """,
+    """
+    CREATE TABLE workers (id TEXT PRIMARY KEY, models TEXT, seen_at BIGINT NOT NULL);
+    CREATE INDEX workers_seen ON workers (seen_at);
+    """,
 ]
 
 # --- the hot statements, named so a test can EXPLAIN the exact production text ------------------------
@@ -253,6 +259,20 @@ STALE_QUEUED = (
     "AND (handed_at IS NULL OR handed_at < %(before)s) ORDER BY priority DESC, seq LIMIT %(limit)s "
     "FOR UPDATE SKIP LOCKED) "
     "UPDATE tasks SET handed_at = %(now)s FROM stale WHERE seq = stale_seq AND status = 'submitted' RETURNING id"
+)
+# Rows stored without a label are anyone's, so never unserved; rows a claimer holds are skipped (the claim wins).
+UNSERVED = (
+    "SELECT seq, id, model, updated_at FROM tasks WHERE status = 'submitted' AND model IS NOT NULL "
+    "AND NOT (model = ANY(%(served)s::text[])) AND updated_at < %(before)s ORDER BY seq LIMIT %(limit)s "
+    "FOR UPDATE SKIP LOCKED"
+)
+FAIL_UNSERVED = (
+    "UPDATE tasks SET status = 'failure', fail_reason = %(reason)s, finished_at = %(now)s, updated_at = %(now)s, "
+    f"{BUMP} WHERE seq = %(seq)s AND status = 'submitted' RETURNING {TASK_COLUMNS}"
+)
+ANNOUNCE_WORKER = (
+    "INSERT INTO workers (id, models, seen_at) VALUES (%s, %s, %s) "
+    "ON CONFLICT (id) DO UPDATE SET models = excluded.models, seen_at = excluded.seen_at"
 )
 # Takes the key, or takes it over from a submit whose key lifetime is over; no row changed = a live twin has it.
 _KEEP_IDEMPOTENCY_KEY = (
@@ -819,6 +839,36 @@ class PostgresStore:
         with self._write() as conn:
             rows = conn.execute(STALE_QUEUED, {"now": now, "before": now - older_than_ms, "limit": limit}).fetchall()
             return [row[0] for row in rows]
+
+    def fail_unserved(
+        self, now: int, queued_before: int, served: Sequence[str], reason: Callable[[str], str], limit: int = 100
+    ) -> list[str]:
+        with self._write() as conn:
+            rows = conn.execute(UNSERVED, {"served": list(served), "before": queued_before, "limit": limit}).fetchall()
+            failed = []
+            for seq, task_id, model, queued_at in rows:
+                row = conn.execute(FAIL_UNSERVED, {"seq": seq, "reason": reason(model), "now": now}).fetchone()
+                if row is None:  # cannot happen while we hold the lock
+                    continue
+                task = task_from_row(row)
+                self._refund(conn, task_id, now)
+                self._emit(conn, task_id, now)
+                self._moved(task, Status.SUBMITTED, queued_at)  # a queued row's updated_at: when it was queued
+                failed.append(task_id)
+            return failed
+
+    def announce_worker(self, worker: str, models: Sequence[str] | None, now: int) -> None:
+        with self._write() as conn:
+            conn.execute(ANNOUNCE_WORKER, (worker, None if models is None else dumps(list(models)), now))
+
+    def workers_seen(self, since: int) -> list[WorkerSeen]:
+        with self._read() as conn:
+            rows = conn.execute("SELECT id, models, seen_at FROM workers WHERE seen_at >= %s", (since,)).fetchall()
+        return [worker_from_row(row) for row in rows]
+
+    def forget_workers(self, before: int) -> int:
+        with self._write() as conn:
+            return conn.execute("DELETE FROM workers WHERE seen_at < %s", (before,)).rowcount
 
     def queued_count(self, owner: str | None) -> int:
         where, params = _owner_is(owner)

@@ -16,6 +16,7 @@ from journeyd.domain.lifecycle import Action, Op, Speed, Status, sources_of
 from journeyd.domain.prompt import PromptSpec
 from journeyd.domain.routing import routing_label
 from journeyd.domain.task import ClientData, Hook, Result, Task
+from journeyd.store.base import WorkerSeen
 
 FINISHED_CACHE_SIZE = 10_000
 
@@ -169,6 +170,12 @@ def task_from_row(row: Sequence[Any]) -> Task:
 def key_from_row(row: Sequence[Any]) -> ApiKey:
     key_id, prefix, name, balance, created_at, revoked_at = row
     return ApiKey(key_id, prefix, name, balance, created_at, revoked_at is not None)
+
+
+def worker_from_row(row: Sequence[Any]) -> WorkerSeen:
+    """A `workers` row (id, models, seen_at): models is a JSON list, or NULL for any."""
+    worker, models, seen_at = row
+    return WorkerSeen(worker, None if models is None else tuple(orjson.loads(models)), seen_at)
 
 
 def run_since(task: Task) -> int | None:

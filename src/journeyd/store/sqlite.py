@@ -38,6 +38,7 @@ from journeyd.store.base import (
     Reclaimed,
     Transition,
     TransitionObserver,
+    WorkerSeen,
 )
 from journeyd.store.rows import (
     BUMP,
@@ -57,6 +58,7 @@ from journeyd.store.rows import (
     models_param,
     run_since,
     task_from_row,
+    worker_from_row,
 )
 
 log = logging.getLogger("journeyd.store")
@@ -183,6 +185,12 @@ MIGRATIONS = [
     CREATE INDEX tasks_owner_seq ON tasks (owner, seq);
     CREATE INDEX tasks_owner_changed ON tasks (owner, updated_at);
     """,
+    # 7: fleet workers' announcements: the routing labels each serves (a JSON list; NULL: any), and when
+    # each last said so
+    """
+    CREATE TABLE workers (id TEXT PRIMARY KEY, models TEXT, seen_at INTEGER NOT NULL);
+    CREATE INDEX workers_seen ON workers (seen_at);
+    """,
 ]
 
 # --- the hot statements, named so a test can EXPLAIN QUERY PLAN the exact production text ----------
@@ -231,6 +239,20 @@ CHANGED = (  # the owner's tasks changed after (:since, :after), as the event st
 STALE_QUEUED = (
     "UPDATE tasks SET handed_at = :now WHERE seq IN (SELECT seq FROM tasks WHERE status = 'submitted' "
     "AND (handed_at IS NULL OR handed_at < :before) ORDER BY priority DESC, seq LIMIT :limit) RETURNING id"
+)
+
+# :served is a JSON list of routing labels; rows stored without a label are anyone's, so never unserved
+UNSERVED = (
+    "SELECT seq, id, model, updated_at FROM tasks WHERE status = 'submitted' AND model IS NOT NULL "
+    "AND model NOT IN (SELECT value FROM json_each(:served)) AND updated_at < :before ORDER BY seq LIMIT :limit"
+)
+FAIL_UNSERVED = (
+    "UPDATE tasks SET status = 'failure', fail_reason = :reason, finished_at = :now, updated_at = :now, "
+    f"{BUMP} WHERE seq = :seq AND status = 'submitted' RETURNING {TASK_COLUMNS}"
+)
+ANNOUNCE_WORKER = (
+    "INSERT INTO workers (id, models, seen_at) VALUES (?, ?, ?) "
+    "ON CONFLICT (id) DO UPDATE SET models = excluded.models, seen_at = excluded.seen_at"
 )
 
 
@@ -741,6 +763,38 @@ class SqliteStore:
         with self._write() as conn:
             rows = conn.execute(STALE_QUEUED, {"now": now, "before": now - older_than_ms, "limit": limit}).fetchall()
             return [row["id"] for row in rows]
+
+    def fail_unserved(
+        self, now: int, queued_before: int, served: Sequence[str], reason: Callable[[str], str], limit: int = 100
+    ) -> list[str]:
+        with self._write() as conn:
+            rows = conn.execute(
+                UNSERVED, {"served": dumps(list(served)), "before": queued_before, "limit": limit}
+            ).fetchall()
+            failed = []
+            for row in rows:
+                params = {"seq": row["seq"], "reason": reason(row["model"]), "now": now}
+                moved = conn.execute(FAIL_UNSERVED, params).fetchone()
+                if moved is None:  # impossible under BEGIN IMMEDIATE
+                    continue
+                task = task_from_row(moved)
+                self._refund(conn, task.id, now)
+                self._emit(conn, task.id, now)
+                self._moved(task, Status.SUBMITTED, row["updated_at"])  # a queued row's updated_at: when it was queued
+                failed.append(task.id)
+            return failed
+
+    def announce_worker(self, worker: str, models: Sequence[str] | None, now: int) -> None:
+        with self._write() as conn:
+            conn.execute(ANNOUNCE_WORKER, (worker, None if models is None else dumps(list(models)), now))
+
+    def workers_seen(self, since: int) -> list[WorkerSeen]:
+        rows = self._conn().execute("SELECT id, models, seen_at FROM workers WHERE seen_at >= ?", (since,))
+        return [worker_from_row(row) for row in rows]
+
+    def forget_workers(self, before: int) -> int:
+        with self._write() as conn:
+            return conn.execute("DELETE FROM workers WHERE seen_at < ?", (before,)).rowcount
 
     def queued_count(self, owner: str | None) -> int:
         return self._conn().execute(_QUEUED_COUNT, (owner,)).fetchone()[0]

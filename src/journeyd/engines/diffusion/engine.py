@@ -21,7 +21,6 @@ import cv2
 import numpy as np
 import torch
 
-from journeyd.domain.errors import InvalidRequest
 from journeyd.domain.prompt import PromptSpec, WeightedPart
 from journeyd.engines.base import EngineOutOfMemory, Image, InpaintKind, Mask, Progress, UpscaleMode
 from journeyd.engines.diffusion import previews
@@ -95,7 +94,7 @@ class DiffusionEngine:
         if not models:
             raise ValueError("the diffusers engine needs at least one model profile")
         self.models = list(models)
-        self.versions = Versions(tuple(model.profile for model in models))
+        self.versions = Versions.of(model.profile for model in models)
 
     @classmethod
     def load(
@@ -141,15 +140,7 @@ class DiffusionEngine:
         self._model(prompt)
 
     def _model(self, prompt: PromptSpec) -> LoadedModel:
-        index = self.versions.index_for(prompt.version, prompt.niji)
-        if index is None:
-            label = self.versions.label_of(prompt.version, prompt.niji)
-            flag = f"--niji {prompt.niji}" if prompt.niji is not None else f"--v {prompt.version}"
-            raise InvalidRequest(
-                f"{flag}: no model is configured for version {label}; this server serves "
-                f"{', '.join(self.versions.served())} (or leave the version out)"
-            )
-        return self.models[index]
+        return self.models[self.versions.index_of(prompt)]
 
     # --- sizes ------------------------------------------------------------------------------------
     def canvas_size(self, prompt: PromptSpec) -> tuple[int, int]:

@@ -47,10 +47,13 @@ from __future__ import annotations
 
 import json
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from journeyd.domain.errors import InvalidRequest
+from journeyd.domain.prompt import PromptSpec
 
 FAMILIES = ("sd15", "sdxl", "flux")
 DEFAULT_SIZE = {"sd15": 512, "sdxl": 1024, "flux": 1024}
@@ -104,9 +107,6 @@ class Profile:
     def native(self) -> int:
         return self.size or DEFAULT_SIZE[self.family]
 
-    def serves(self, version: str) -> bool:
-        return "*" in self.versions or version in self.versions
-
 
 def detect_family(source: str) -> str | None:
     """The family from a diffusers folder's model_index.json, a checkpoint's keys or a hub id's name;
@@ -136,18 +136,28 @@ def detect_family(source: str) -> str | None:
     return "sdxl" if "xl" in name else ("sd15" if "stable-diffusion" in name else None)
 
 
-def profile_from(values: dict[str, Any]) -> Profile:
-    """A profile from a TOML table (or keyword arguments), checked; a key no profile has is refused
-    (a misspelt setting would otherwise be ignored without a word)."""
+def _model_of(values: dict[str, Any]) -> str:
+    """A table's model, once its keys are checked: a key no profile has is refused (a misspelt setting
+    would otherwise be ignored without a word)."""
     if unknown := sorted(set(values) - {f.name for f in fields(Profile)}):
         raise ProfileError(
             f"profile {values.get('name', values.get('model', '?'))!r}: unknown setting {', '.join(unknown)}; "
             f"a profile takes {', '.join(f.name for f in fields(Profile))}"
         )
     try:
-        model = str(values["model"])
+        return str(values["model"])
     except KeyError:
         raise ProfileError(f"profile {values.get('name', '?')!r} has no model") from None
+
+
+def _versions_of(values: dict[str, Any]) -> tuple[str, ...]:
+    versions = values.get("versions", ["*"])
+    return tuple(str(v) for v in ([versions] if isinstance(versions, str) else versions))
+
+
+def profile_from(values: dict[str, Any]) -> Profile:
+    """A profile from a TOML table (or keyword arguments), checked."""
+    model = _model_of(values)
     family = values.get("family") or detect_family(model)
     if family not in FAMILIES:
         raise ProfileError(
@@ -158,13 +168,12 @@ def profile_from(values: dict[str, Any]) -> Profile:
     scheduler = values.get("scheduler", "default")
     if scheduler not in SCHEDULERS:
         raise ProfileError(f"model {model!r}: scheduler {scheduler!r} is not one of {', '.join(SCHEDULERS)}")
-    versions = values.get("versions", ["*"])
     return Profile(
         name=str(values.get("name", Path(model).stem or model)),
         model=model,
         family=family,
         inpaint_model=values.get("inpaint_model"),
-        versions=tuple(str(v) for v in ([versions] if isinstance(versions, str) else versions)),
+        versions=_versions_of(values),
         steps=int(values.get("steps", 30)),
         guidance=float(values.get("guidance", 7.0)),
         size=int(values.get("size", 0)),
@@ -180,6 +189,17 @@ def profile_from(values: dict[str, Any]) -> Profile:
     )
 
 
+def _tables(model: str | None, models_file: str | None, family: str | None, extra: dict[str, Any] | None) -> list[dict]:
+    if models_file:
+        tables = tomllib.loads(Path(models_file).read_text()).get("profile", [])
+        if not tables:
+            raise ProfileError(f"{models_file} has no [[profile]] tables")
+        return list(tables)
+    if not model:
+        raise ProfileError("the diffusers engine needs a model: set JOURNEYD_MODEL or JOURNEYD_MODELS")
+    return [{"model": model, "family": family, **(extra or {})}]
+
+
 def load_profiles(
     model: str | None = None,
     models_file: str | None = None,
@@ -187,21 +207,33 @@ def load_profiles(
     extra: dict[str, Any] | None = None,
 ) -> list[Profile]:
     """Profiles from settings: one model for every version, or the [[profile]] tables of a file."""
-    if models_file:
-        tables = tomllib.loads(Path(models_file).read_text()).get("profile", [])
-        if not tables:
-            raise ProfileError(f"{models_file} has no [[profile]] tables")
-        return [profile_from(table) for table in tables]
-    if not model:
-        raise ProfileError("the diffusers engine needs a model: set JOURNEYD_MODEL or JOURNEYD_MODELS")
-    return [profile_from({"model": model, "family": family, **(extra or {})})]
+    return [profile_from(table) for table in _tables(model, models_file, family, extra)]
+
+
+def load_versions(
+    model: str | None = None, models_file: str | None = None, extra: dict[str, Any] | None = None
+) -> Versions:
+    """The versions table of the same settings, read without looking at any model (no file, folder or
+    hub id is touched, so the models need not be there): what an API node of a fleet checks prompts
+    against, so that it accepts exactly what its workers accept. Each table's settings are checked by
+    name, as `load_profiles` checks them."""
+    tables = _tables(model, models_file, None, extra)
+    for table in tables:
+        _model_of(table)
+    return Versions(tuple(_versions_of(table) for table in tables))
 
 
 @dataclass(frozen=True)
 class Versions:
-    """--v / --niji labels to profiles; a prompt with neither gets the first profile."""
+    """--v / --niji labels to profiles, by their place in the configuration; a prompt with neither gets
+    the first profile. This is the rule of what a diffusers server accepts: the engine checks prompts
+    with it (`DiffusionEngine.check`), and so does an API node, which loads no model (`load_versions`)."""
 
-    profiles: Sequence[Profile] = field(default_factory=tuple)
+    labels: Sequence[tuple[str, ...]] = field(default_factory=tuple)  # each profile's `versions`; "*" = any
+
+    @classmethod
+    def of(cls, profiles: Iterable[Profile]) -> Versions:
+        return cls(tuple(profile.versions for profile in profiles))
 
     def label_of(self, version: str | None, niji: str | None) -> str | None:
         return f"niji{niji}" if niji is not None else version
@@ -210,10 +242,34 @@ class Versions:
         label = self.label_of(version, niji)
         if label is None:
             return 0
-        for i, profile in enumerate(self.profiles):
-            if profile.serves(label):
+        for i, labels in enumerate(self.labels):
+            if "*" in labels or label in labels:
                 return i
         return None
 
+    def index_of(self, prompt: PromptSpec) -> int:
+        """The profile that draws `prompt`; InvalidRequest (a 4xx at submit) when none serves its version."""
+        index = self.index_for(prompt.version, prompt.niji)
+        if index is None:
+            label = self.label_of(prompt.version, prompt.niji)
+            flag = f"--niji {prompt.niji}" if prompt.niji is not None else f"--v {prompt.version}"
+            raise InvalidRequest(
+                f"{flag}: no model is configured for version {label}; this server serves "
+                f"{', '.join(self.served())} (or leave the version out)"
+            )
+        return index
+
     def served(self) -> list[str]:
-        return sorted({v for p in self.profiles for v in p.versions})
+        return sorted({label for labels in self.labels for label in labels})
+
+
+@dataclass(frozen=True)
+class ProfileRules:
+    """What a diffusers server accepts, known from its profiles alone: the prompt rules of an API node
+    of a fleet, which draws nothing and so loads no model (see `engines.load_prompt_rules`)."""
+
+    versions: Versions
+    name: str = "diffusers"
+
+    def check(self, prompt: PromptSpec) -> None:
+        self.versions.index_of(prompt)
