@@ -20,7 +20,7 @@ from journeyd.imaging.fill import blur_fill
 SEEDS = [1234, 1235, 1236, 1237]
 
 
-def quiet(done: int, total: int) -> None:
+def quiet(done: int, total: int, preview: object = None) -> None:
     """A progress callback that does nothing."""
 
 
@@ -104,7 +104,7 @@ def test_generate_is_bit_identical_in_another_process(engine: ClassicEngine) -> 
         "from journeyd.engines.classic import ClassicEngine\n"
         "from journeyd.domain.prompt import parse_prompt\n"
         "image = ClassicEngine().generate(parse_prompt('snowy mountains at dawn --tile'), (96, 64), [7], "
-        "lambda d, t: None)[0]\n"
+        "lambda d, t, p=None: None)[0]\n"
         "print(hashlib.sha256(image.tobytes()).hexdigest())\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
@@ -202,15 +202,23 @@ def test_image_prompt_pulls_the_picture_towards_it(engine: ClassicEngine) -> Non
 
 def test_progress_is_reported_and_cancellation_stops_generate(engine: ClassicEngine) -> None:
     calls: list[tuple[int, int]] = []
+    previews: list[np.ndarray | None] = []
+
+    def record(done: int, total: int, preview: np.ndarray | None = None) -> None:
+        calls.append((done, total))
+        previews.append(preview)
+
     generate_spec = parse_prompt("a fox")
-    engine.generate(generate_spec, (64, 64), SEEDS, lambda done, total: calls.append((done, total)))
+    images = engine.generate(generate_spec, (64, 64), SEEDS, record)
     assert len(calls) >= 1 + len(SEEDS)
+    # the first picture, once drawn, is the step preview while the others are drawn
+    assert previews[0] is None and previews[-1] is not None and np.array_equal(previews[-1], images[0])
     assert [done for done, _ in calls] == sorted(done for done, _ in calls)
     assert calls[-1][0] == calls[-1][1]
 
     seen: list[int] = []
 
-    def cancel_on_second(done: int, total: int) -> None:
+    def cancel_on_second(done: int, total: int, preview: object = None) -> None:
         seen.append(done)
         if len(seen) == 2:
             raise TaskCancelled()
@@ -319,10 +327,10 @@ def test_progress_cancellation_stops_inpaint(engine: ClassicEngine, picture: np.
     mask = np.zeros(picture.shape[:2], bool)
     mask[20:80, 20:80] = True
     calls: list[tuple[int, int]] = []
-    engine.inpaint(picture, mask, parse_prompt("a cat"), SEEDS, "region", lambda d, t: calls.append((d, t)))
+    engine.inpaint(picture, mask, parse_prompt("a cat"), SEEDS, "region", lambda d, t, p=None: calls.append((d, t)))
     assert len(calls) >= 1 + len(SEEDS) and calls[-1][0] == calls[-1][1]
 
-    def cancel(done: int, total: int) -> None:
+    def cancel(done: int, total: int, preview: object = None) -> None:
         if done >= 2:
             raise TaskCancelled()
 

@@ -70,7 +70,7 @@ class ClassicEngine:
     ) -> list[Image]:
         width, height = _check_size(size)
         recipe = read_prompt(prompt)
-        tick = _counter(progress, len(seeds) * STAGES, self.step_delay_s)
+        tick = _Counter(progress, len(seeds) * STAGES, self.step_delay_s)
         init = _to_float(_cover(init_images[0], width, height)) if len(init_images) else None
         # --iw 1 -> the image prompt is half the picture; --iw 3 -> three quarters.
         iw = 1.0 if prompt.image_weight is None else prompt.image_weight
@@ -81,6 +81,7 @@ class ClassicEngine:
             if init is not None and weight > 0:
                 picture = lerp(picture, init, weight)
             images.append(_to_uint8(picture))
+            tick.show(images[0])
         return images
 
     def vary(
@@ -89,7 +90,7 @@ class ClassicEngine:
         strength = float(np.clip(strength, 0.0, 1.0))
         h, w = image.shape[:2]
         total = len(seeds) * (STAGES + 1)
-        tick = _counter(progress, total, self.step_delay_s)
+        tick = _Counter(progress, total, self.step_delay_s)
         if strength == 0.0:
             return _unchanged(image, seeds, tick, total)
         recipe = read_prompt(prompt)
@@ -114,12 +115,13 @@ class ClassicEngine:
             patches = noise(rng, h, w, 3.0, prompt.tile)
             alpha = np.float32(strength**3) ** np.exp(-1.5 * strength * patches)
             out.append(_to_uint8(lerp(warped, fresh, alpha)))
+            tick.show(out[0])
         return out
 
     def upscale(self, image: Image, prompt: PromptSpec, mode: UpscaleMode, seed: int, progress: Progress) -> Image:
         if mode not in ("subtle", "creative"):
             raise ValueError(f"unknown upscale mode {mode!r}")
-        tick = _counter(progress, 3, self.step_delay_s)
+        tick = _Counter(progress, 3, self.step_delay_s)
         h, w = image.shape[:2]
         source = np.ascontiguousarray(image[..., :3]).astype(np.float32)
         if prompt.tile:
@@ -166,7 +168,7 @@ class ClassicEngine:
         if hole.shape != (h, w):
             raise ValueError(f"mask shape {hole.shape} does not match image shape {(h, w)}")
         total = 1 + len(seeds) * (STAGES + 1)
-        tick = _counter(progress, total, self.step_delay_s)
+        tick = _Counter(progress, total, self.step_delay_s)
         if not hole.any():
             return _unchanged(image, seeds, tick, total)
 
@@ -205,6 +207,7 @@ class ClassicEngine:
             candidate = image.copy()
             np.copyto(candidate[crop], _to_uint8(painted), where=paint_here)
             out.append(candidate)
+            tick.show(candidate)
             tick()
         return out
 
@@ -249,19 +252,25 @@ def _check_size(size: tuple[int, int]) -> tuple[int, int]:
     return width, height
 
 
-def _counter(progress: Progress, total: int, delay_s: float = 0.0) -> Callable[[], None]:
-    """A tick() that reports one more finished step (after `delay_s`); cancellation raises out of it."""
-    done = 0
+class _Counter:
+    """tick() reports one more finished step (after `delay_s`); cancellation raises out of it. Once a
+    picture is finished it rides along as the step preview, as the diffusers engine shows its first."""
 
-    def tick() -> None:
-        nonlocal done
-        if delay_s:
-            time.sleep(delay_s)
-        done += 1
-        progress(min(done, total), total)
+    def __init__(self, progress: Progress, total: int, delay_s: float = 0.0) -> None:
+        self.progress, self.total, self.delay_s = progress, total, delay_s
+        self.done = 0
+        self.preview: Image | None = None
+        progress(0, total)
 
-    progress(0, total)
-    return tick
+    def __call__(self) -> None:
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        self.done += 1
+        self.progress(min(self.done, self.total), self.total, self.preview)
+
+    def show(self, picture: Image) -> None:
+        if self.preview is None:
+            self.preview = picture
 
 
 def _to_float(image: np.ndarray) -> np.ndarray:
