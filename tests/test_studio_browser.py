@@ -309,3 +309,25 @@ def test_every_control_has_an_accessible_name_and_the_buttons_their_labels(page:
         page.get_by_role("button", name="Zoom out", exact=True).click()
     assert posted.value.post_data_json["prompt"].endswith("--zoom 1.25")
     expect(card(page, "ZOOM")).to_be_visible(timeout=TIMEOUT_MS)
+
+
+@pytest.mark.parametrize(("path", "rendered"), [("/docs", ".opblock"), ("/redoc", "[data-section-id]")])
+def test_docs_render_with_no_other_host_reachable(browser: Browser, server: Server, path: str, rendered: str) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    foreign: list[str] = []
+
+    def offline(route: Any) -> None:  # as on a machine with no internet: every other host fails
+        if route.request.url.startswith(server.url) or route.request.url.startswith("data:"):
+            route.continue_()
+        else:
+            foreign.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", offline)
+    page = context.new_page()
+    page.goto(server.url + path)
+    expect(page.locator(rendered).first).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.get_by_text("journeyd").first).to_be_visible()
+    screenshot(page, f"5-{path.strip('/')}")
+    context.close()
+    assert foreign == []
