@@ -41,6 +41,7 @@ const tasks = await (await fetch("/mj/task/list?limit=50")).json();
 const button = (b) => `<button>${b.label || b.emoji}</button>`;
 document.getElementById("h").innerHTML = tasks.map((t) =>
   `<li>${t.prompt} ${t.status} ${t.buttons.map(button).join("")}</li>`).join("");
+document.body.dataset.ready = "true";
 performance.mark("studio-ready");
 </script>"""
 
@@ -67,7 +68,7 @@ def ready_ms(browser: Any, url: str, bare: bool) -> float:
     if bare:
         page.route(f"{url}/bare", lambda route: route.fulfill(body=BARE, content_type="text/html"))
     page.goto(f"{url}/bare" if bare else f"{url}/")
-    page.wait_for_function("performance.getEntriesByName('studio-ready').length > 0")
+    page.wait_for_selector("body[data-ready=true]", state="attached")
     elapsed = page.evaluate("performance.getEntriesByName('studio-ready')[0].startTime")
     shown = page.evaluate("document.querySelectorAll('li').length")
     context.close()
