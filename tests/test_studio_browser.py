@@ -207,11 +207,13 @@ def test_an_uploaded_mask_is_sent_at_native_size(page: Page, tmp_path: Path) -> 
     assert within(mask == 255, expected, px=2)
 
 
-def test_live_progress_shows_step_previews(browser: Browser, tmp_path: Path) -> None:
+def test_live_progress_shows_step_previews_and_a_cancel_shows_its_reason(browser: Browser, tmp_path: Path) -> None:
     slow = Server(tmp_path / "data", args=("--engine", "classic"), env={"JOURNEYD_CLASSIC_STEP_S": "0.25"}).start()
     try:
         with studio_page(browser, slow.url) as page:
-            expect(page.locator("body[data-ready=true]")).to_be_attached()
+            streams: list[str] = []
+            page.on("request", lambda r: streams.append(r.url) if "/mj/task/events" in r.url else None)
+            page.reload()
             expect(page.get_by_label("Live updates")).to_have_text("● live")
             page.get_by_label("Prompt", exact=True).fill("a harbour at night --seed 3")
             page.keyboard.press("Enter")  # the keyboard submits too
@@ -219,9 +221,48 @@ def test_live_progress_shows_step_previews(browser: Browser, tmp_path: Path) -> 
             expect(running.get_by_role("progressbar")).to_be_visible(timeout=TIMEOUT_MS)
             expect(running.get_by_role("img", name=re.compile("^Preview of"))).to_be_visible(timeout=TIMEOUT_MS)
             screenshot(page, "4-progress")
-            expect(card(page, "IMAGINE").get_by_role("button", name="U1", exact=True)).to_be_visible(timeout=TIMEOUT_MS)
+            expect(card(page, "IMAGINE", text="harbour").get_by_role("button", name="U1", exact=True)).to_be_visible(
+                timeout=TIMEOUT_MS
+            )
+
+            page.get_by_label("Prompt", exact=True).fill("a storm at sea --seed 9")
+            page.keyboard.press("Enter")
+            card(page, "IMAGINE", "(Queued|Running)", text="storm").get_by_role("button", name="Cancel task").click()
+            cancelled = card(page, "IMAGINE", "Cancelled", text="storm")
+            expect(cancelled).to_be_visible(timeout=TIMEOUT_MS)
+            expect(cancelled.locator(".fail")).not_to_be_empty()  # the reason, as the server gave it
+            expect(cancelled.get_by_role("button")).to_have_count(0)
+            assert len(streams) == 1  # one stream for the whole page, every task on it
     finally:
         slow.stop()
+
+
+def test_zoom_and_pan_keep_the_selection_where_the_pointer_was(page: Page) -> None:
+    result = upscaled(page, "a barn in the rain --seed 6")
+    box, size = open_editor(result, page)
+    canvas = page.get_by_role("img", name=re.compile("Image and selection"))
+    page.get_by_role("button", name="Zoom in").click()
+    page.get_by_role("button", name="Zoom in").click()  # 1.5 x 1.5 about the centre
+    canvas.focus()
+    page.keyboard.press("ArrowLeft")  # pans the image 40 canvas pixels to the right
+    page.keyboard.press("]")  # a bigger brush, from the keyboard
+    expect(page.locator("#brush-size-value")).to_have_text("60")
+    scale = box["width"] / size[0] * 2.25
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+    def native(x: float, y: float) -> tuple[float, float]:
+        return size[0] / 2 + (x - cx - 40) / scale, size[1] / 2 + (y - cy) / scale
+
+    rect = [(cx - 150, cy - 120), (cx + 120, cy + 130)]  # 120 x 111 native px: above the minimum
+    page.get_by_role("button", name="Rectangle").click()
+    drag(page, rect)
+    with page.expect_request("**/mj/submit/modal") as posted:
+        page.get_by_role("button", name="Submit").click()
+    mask = decode_mask(posted.value.post_data_json["maskBase64"]) == 255
+    (x0, y0), (x1, y1) = native(*rect[0]), native(*rect[1])
+    expected = np.zeros(mask.shape, bool)
+    expected[round(y0) : round(y1), round(x0) : round(x1)] = True
+    assert within(mask, expected, px=2)
 
 
 def test_history_pages_by_fifty(browser: Browser, tmp_path: Path) -> None:

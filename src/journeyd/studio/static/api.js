@@ -69,6 +69,7 @@ export function listTasks({ before, limit = 50 } = {}) {
 export const imagine = (prompt, speed) => submit(`${SPEED_PREFIX[speed]}/submit/imagine`, { prompt });
 export const press = (taskId, customId, speed) =>
   submit(`${SPEED_PREFIX[speed]}/submit/action`, { taskId, customId });
+export const cancel = (id) => call(`/mj/task/${encodeURIComponent(id)}/cancel`, { method: "POST" });
 export const modal = (taskId, prompt, maskBase64) => submit("/mj/submit/modal", { taskId, prompt, maskBase64 });
 
 // Parses a text/event-stream incrementally; returns the events complete so far and keeps the rest.

@@ -11,7 +11,7 @@ const PAGE = 50;
 const POLL_MS = 2000; // while the live stream is down, unfinished tasks are polled instead
 const UNFINISHED = new Set(["SUBMITTED", "IN_PROGRESS"]);
 
-const history = new History($("history"), { onPress: press, onBoard: openBoard });
+const history = new History($("history"), { onPress: press, onBoard: openBoard, onCancel: cancelTask });
 const editor = new RegionEditor();
 const board = new CandidateBoard({ onUpscale: (task, index) => pressIndex(task, `U${index}`) });
 const awaitingBoard = new Set(); // region tasks submitted here: their board opens when they finish
@@ -79,6 +79,15 @@ async function press(task, button) {
   await guarded(async () => {
     await track(await api.press(task.id, button.customId, speed));
     notify(`${button.label || "Button"} pressed.`);
+  });
+}
+
+async function cancelTask(task) {
+  await guarded(async () => {
+    const answer = await api.cancel(task.id);
+    if (answer.code !== 1) throw new api.ApiError(answer.description, 400);
+    history.upsert(await api.fetchTask(task.id));
+    notify(`${answer.description}: task ${task.id}.`);
   });
 }
 

@@ -36,10 +36,11 @@ function element(tag, props = {}, ...children) {
 }
 
 export class History {
-  constructor(list, { onPress, onBoard }) {
+  constructor(list, { onPress, onBoard, onCancel }) {
     this.list = list;
     this.onPress = onPress;
     this.onBoard = onBoard;
+    this.onCancel = onCancel;
     this.tasks = new Map(); // id -> task JSON
     this.cards = new Map(); // id -> <li>
   }
@@ -93,6 +94,9 @@ export class History {
           onclick: () => this.onPress(task, button),
         }),
       );
+    }
+    if (running || task.status === "MODAL") {
+      buttons.append(element("button", { type: "button", text: "Cancel task", onclick: () => this.onCancel(task) }));
     }
     if (isRegionResult(task)) {
       buttons.append(element("button", { type: "button", text: "Candidate board", onclick: () => this.onBoard(task) }));
