@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 from kombu import Connection
 
-from tests.servers import Server
+from tests.servers import Server, free_port
 
 RABBITMQ = os.environ.get("JOURNEYD_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672//")
 WEBHOOK_SECRET = "whsec_" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3"  # shared by every node, so webhooks verify alike
@@ -28,6 +28,7 @@ class WorkerProcess:
         self.log = root / f"{name}.log"
         self.data_dir = root / name
         self.process: subprocess.Popen[bytes] | None = None
+        self.metrics_url: str | None = None
 
     def start(self, timeout_s: float = 60) -> WorkerProcess:
         """Start it and wait until Celery says it is ready to consume."""
@@ -102,7 +103,12 @@ class Fleet:
         return server
 
     def worker(self, args: tuple[str, ...] = ()) -> WorkerProcess:
-        worker = WorkerProcess(f"worker{len(self.workers) + 1}", self.root, self.env, args)
+        """A worker process, with its own /metrics on a free port (`metrics_url`)."""
+        port = free_port()
+        worker = WorkerProcess(
+            f"worker{len(self.workers) + 1}", self.root, self.env, ("--worker-metrics", str(port), *args)
+        )
+        worker.metrics_url = f"http://127.0.0.1:{port}/metrics"
         self.workers.append(worker)
         return worker.start()
 

@@ -146,6 +146,19 @@ def test_the_seed_flow_crosses_two_api_nodes_and_two_workers(fleet: Fleet, pg_ur
             np.testing.assert_array_equal(candidate[far], parent[far])  # bit-identical beyond the feather
     charges, refunds, balance = ledger(pg_url)
     assert sorted(charges.values()) == [1, 1, 1] and not refunds and balance == 100 - 5 - 2 - 3
+    # each worker serves its own /metrics: between them, the three tasks they finished and their steps
+    scraped = [httpx.get(worker.metrics_url, timeout=10).text for worker in fleet.workers if worker.metrics_url]
+    assert len(scraped) == 2
+    finished = sum(_sample(text, "journeyd_tasks_finished_total", 'status="success"') for text in scraped)
+    steps = sum(_sample(text, "journeyd_engine_steps_total", 'engine="classic"') for text in scraped)
+    assert finished == 3 and steps > 0
+
+
+def _sample(text: str, name: str, label: str) -> float:
+    """The sum of a metric's samples that carry `label`, from Prometheus text."""
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{") and label in line
+    )
 
 
 def test_a_worker_killed_mid_task_leaves_it_to_another_one_success_one_charge(fleet: Fleet, pg_url: str) -> None:

@@ -51,6 +51,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "database_url",
         "broker_url",
         "storage_url",
+        "worker_metrics",
     ):
         value = getattr(args, name, None)
         if value is not None:
@@ -154,7 +155,7 @@ def migrate(args: argparse.Namespace) -> int:
 
 def worker(args: argparse.Namespace) -> int:
     """A Celery worker process: loads its engine, then runs the tasks of the models it serves."""
-    from journeyd import logs
+    from journeyd import logs, metrics
     from journeyd.dispatch.celery import make_celery, run_worker
     from journeyd.roster import announce_interval
     from journeyd.runtime import build_workers
@@ -169,6 +170,14 @@ def worker(args: argparse.Namespace) -> int:
     except (ValueError, OSError, RuntimeError) as error:
         print(f"journeyd: {error}", file=sys.stderr)
         return 2
+    if settings.worker_metrics:
+        host, _, port = settings.worker_metrics.rpartition(":")
+        try:
+            metrics.serve_metrics(host or "127.0.0.1", int(port))
+        except (ValueError, OSError) as error:
+            store.close()
+            print(f"journeyd: cannot serve metrics at {settings.worker_metrics!r}: {error}", file=sys.stderr)
+            return 2
     try:
         app = make_celery(settings.broker_url, namespace=settings.broker_namespace)
         return run_worker(
@@ -507,6 +516,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     common(worker_parser)
     engine_flags(worker_parser)
     fleet(worker_parser)
+    worker_parser.add_argument(
+        "--worker-metrics", metavar="[HOST:]PORT", help="serve this worker's /metrics there (default: none)"
+    )
     worker_parser.set_defaults(func=worker)
 
     migrate_parser = commands.add_parser("migrate", help="bring the database schema up to date, then exit")

@@ -115,6 +115,11 @@ class Settings(BaseSettings):
 
     log_format: Literal["text", "json"] = Field("text", description="Log lines: readable text, or one JSON object each")
     metrics_public: bool = Field(False, description="Serve /metrics beyond loopback without a key")
+    worker_metrics: str | None = Field(
+        None,
+        description="`journeyd worker`: serve its own /metrics at HOST:PORT or PORT (on 127.0.0.1), for a "
+        "Prometheus on the worker's box; unset: none",
+    )
 
     allow_private_urls: bool = Field(False, description="Let mask_url and image URLs reach private addresses")
     fetch_timeout_s: float = Field(10.0, gt=0)

@@ -14,7 +14,9 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -189,6 +191,31 @@ def exposition(*extra: object) -> tuple[bytes, str]:
         base = CollectorRegistry()
         multiprocess.MultiProcessCollector(base, path=path)  # type: ignore[no-untyped-call]
     return generate_latest(_Scrape(base, *extra)), CONTENT_TYPE_LATEST  # type: ignore[arg-type]
+
+
+class _MetricsHandler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # the stdlib names it
+        if self.path.split("?", 1)[0] != "/metrics":
+            self.send_error(404, "only /metrics here")
+            return
+        body, content_type = exposition()
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # scrapes are not news
+        pass
+
+
+def serve_metrics(host: str, port: int) -> ThreadingHTTPServer:
+    """`/metrics` on its own small HTTP server, on a daemon thread: for processes with no API (a fleet
+    worker), so a Prometheus on that box can scrape what only it knows (engine steps, its run times)."""
+    server = ThreadingHTTPServer((host, port), _MetricsHandler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    return server
 
 
 def forget_dead_processes() -> list[int]:
