@@ -340,6 +340,82 @@ def test_progress_cancellation_stops_inpaint(engine: ClassicEngine, picture: np.
         engine.inpaint(picture, mask, parse_prompt("a cat"), SEEDS, "outpaint", cancel)
 
 
+def _sky(side: int = 256) -> np.ndarray:
+    """A plain sky: blue getting paler downwards, soft clouds and fine grain, as a region would sit in."""
+    rng = np.random.default_rng(5)
+    v = np.linspace(0.0, 1.0, side, dtype=np.float32)[:, None, None]
+    sky = np.array([60, 110, 200], np.float32) * (1 - v) + np.array([170, 200, 235], np.float32) * v
+    clouds = cv2.GaussianBlur(rng.standard_normal((side, side)).astype(np.float32), (0, 0), 12)
+    sky = sky + (clouds / clouds.std() * 10)[..., None] + rng.normal(0, 4, (side, side, 1))
+    return np.clip(np.broadcast_to(sky, (side, side, 3)), 0, 255).astype(np.uint8)
+
+
+def _disc(side: int, cx: int, cy: int, r: int) -> np.ndarray:
+    mask = np.zeros((side, side), np.uint8)
+    cv2.circle(mask, (cx, cy), r, 1, -1)
+    return mask > 0
+
+
+def _rings(mask: np.ndarray, px: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """The bands just inside and just outside the mask's border."""
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1))
+    m = mask.astype(np.uint8)
+    return mask & (cv2.erode(m, kernel) == 0), (cv2.dilate(m, kernel) > 0) & ~mask
+
+
+def _gradient(image: np.ndarray) -> np.ndarray:
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return cv2.magnitude(cv2.Sobel(gray, cv2.CV_32F, 1, 0), cv2.Sobel(gray, cv2.CV_32F, 0, 1))
+
+
+@pytest.mark.parametrize("prompt", ["", "a zorblax over there"])
+def test_vary_region_with_nothing_drawable_heals_into_its_surroundings(engine: ClassicEngine, prompt: str) -> None:
+    sky, hole = _sky(), _disc(256, 100, 90, 40)
+    inner, outer = _rings(hole)
+    for candidate in engine.inpaint(sky, hole, parse_prompt(prompt), SEEDS, "region", quiet):
+        np.testing.assert_array_equal(candidate[~hole], sky[~hole])
+        # No halo: just inside the border looks like just outside it.
+        assert np.abs(candidate[inner].mean(0) - candidate[outer].mean(0)).max() < 6
+        # No seam: the border is no steeper than the sky is anywhere else, and the grain goes on.
+        grad = _gradient(candidate)
+        assert grad[inner | outer].mean() < 1.3 * grad[~hole].mean()
+        fine = candidate.astype(np.float32) - cv2.GaussianBlur(candidate.astype(np.float32), (0, 0), 1.5)
+        assert 0.6 < fine[hole].std() / fine[outer].std() < 1.5
+        # No invented scene: the region keeps the sky's colours (a nearby sky is no bluer than 12 levels off).
+        around = (cv2.dilate(hole.astype(np.uint8), np.ones((41, 41), np.uint8)) > 0) & ~hole
+        assert np.abs(candidate[hole].mean(0) - sky[around].mean(0)).max() < 12
+
+
+def test_vary_region_paints_a_named_sun_as_a_bright_compact_disc_inside_the_region(engine: ClassicEngine) -> None:
+    sky, hole = _sky(), _disc(256, 128, 100, 60)
+    inner, outer = _rings(hole)
+    candidates = engine.inpaint(sky, hole, parse_prompt("a glowing golden sun"), SEEDS, "region", quiet)
+    for candidate in candidates:
+        bright = cv2.cvtColor(candidate, cv2.COLOR_RGB2GRAY) > 225
+        assert bright.sum() > 300 and not (bright & ~hole).any()
+        ys, xs = np.nonzero(bright)
+        assert max(np.ptp(ys), np.ptp(xs)) < 0.8 * 120  # compact: well inside the region's 120 px
+        r, g, b = candidate[bright].astype(np.float32).mean(0)
+        assert r >= g > b  # golden, not white or blue
+        assert np.abs(candidate[inner].mean(0) - candidate[outer].mean(0)).max() < 6  # no halo at the border
+    assert mean_abs_diff(candidates[0][hole], candidates[1][hole]) > 1  # candidates differ
+
+
+def test_vary_region_draws_a_lighthouse_standing_in_the_region_and_lit_like_the_scene(engine: ClassicEngine) -> None:
+    day, hole = _sky(), np.zeros((256, 256), bool)
+    hole[40:230, 100:160] = True
+    night = (day * 0.25).astype(np.uint8)
+    for scene in (day, night):
+        (candidate,) = engine.inpaint(scene, hole, parse_prompt("a lighthouse"), SEEDS[:1], "region", quiet)
+        rgb = candidate.astype(np.float32)
+        red = (rgb[..., 0] > 1.6 * rgb[..., 2] + 8) & hole
+        ys, _ = np.nonzero(red)
+        assert red.sum() > 300 and np.ptp(ys) > 80  # a tall red-striped tower
+    tower_day = engine.inpaint(day, hole, parse_prompt("a lighthouse"), SEEDS[:1], "region", quiet)[0][hole]
+    tower_night = engine.inpaint(night, hole, parse_prompt("a lighthouse"), SEEDS[:1], "region", quiet)[0][hole]
+    assert tower_night.astype(np.float32).mean() < 0.6 * tower_day.astype(np.float32).mean()
+
+
 # --- blur_fill ----------------------------------------------------------------------------------
 
 

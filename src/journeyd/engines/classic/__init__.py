@@ -12,8 +12,8 @@ same prompt and seed give the same pixels in every process. All noise is built i
 with `--tile` every layer is periodic, so the picture wraps around seamlessly.
 
 Modules, from the bottom up: `lexicon` (the words it knows), `recipe` (reading a prompt),
-`fields` (noise, blurs, blends), `scene` (the layers), `render` (one picture), `engine` (the
-Engine actions).
+`fields` (noise, blurs, blends), `scene` (the layers), `render` (one picture), `region` (Vary
+(Region): heal, then paint a motif), `engine` (the Engine actions).
 """
 
 from journeyd.engines.classic.engine import ClassicEngine

@@ -1,8 +1,8 @@
 """`ClassicEngine`: the Engine seam for the procedural pictures, with progress counting.
 
 Each action reads the prompt into a recipe, renders fresh pictures where it needs them and
-blends them with the pictures it was given (warped for Vary, an inpainted prior for Vary
-Region and outpainting).
+blends them with the pictures it was given (warped for Vary, a smooth prior for outpainting);
+Vary (Region) heals the region and paints what the prompt names into it (`region`).
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import numpy as np
 from journeyd.domain.prompt import PromptSpec
 from journeyd.engines.base import Image, InpaintKind, Mask, Progress, UpscaleMode
 from journeyd.engines.classic.fields import blur, border_mode, lerp, luma, noise, seeded_rng, smoothstep
-from journeyd.engines.classic.recipe import read_prompt
+from journeyd.engines.classic.recipe import read_prompt, read_region_prompt
+from journeyd.engines.classic.region import paint_region
 from journeyd.engines.classic.render import STAGES, render
 from journeyd.imaging.fill import blur_fill
 
-_INPAINT_RENDER_SIDE = 512  # prompt content for inpainting is drawn at most this big, then resized
-_INPAINT_HOLE_PIXELS = 48_000  # cv2.inpaint is run on a copy scaled so the hole is about this big
+_INPAINT_RENDER_SIDE = 512  # prompt content for outpainting is drawn at most this big, then resized
 
 
 class ClassicEngine:
@@ -167,67 +167,49 @@ class ClassicEngine:
         hole = np.asarray(mask, dtype=bool)
         if hole.shape != (h, w):
             raise ValueError(f"mask shape {hole.shape} does not match image shape {(h, w)}")
-        total = 1 + len(seeds) * (STAGES + 1)
+        # Region: the heal, two steps per candidate, and handing them over; outpaint: the prior, then a render each.
+        total = 2 + 2 * len(seeds) if kind == "region" else 1 + len(seeds) * (STAGES + 1)
         tick = _Counter(progress, total, self.step_delay_s)
         if not hole.any():
             return _unchanged(image, seeds, tick, total)
 
-        # A colour prior for the hole that continues what surrounds it.
-        base = _opencv_inpaint(image, hole) if kind == "region" else blur_fill(image, hole)
+        if kind == "region":
+            # Heal from the surroundings, then paint what the prompt names that the engine can draw.
+            out = paint_region(image, hole, read_region_prompt(prompt), seeds, tick)
+            tick.show(out[0])
+            tick()
+            return out
+
+        # Outpaint: a colour prior that continues the known edge, and the whole frame drawn, so
+        # horizons and layout run on across the new canvas.
+        base = blur_fill(image, hole)
         ys, xs = np.nonzero(hole)
         crop = (slice(int(ys.min()), int(ys.max()) + 1), slice(int(xs.min()), int(xs.max()) + 1))
         prior = _to_float(base[crop])
         # Prompt content fades in with the distance from the hole's border, so the seam stays continuous.
         dist = cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 3)
-        feather = float(np.clip(0.5 * dist.max(), 2.0, 48.0 if kind == "region" else 96.0))
-        ramp = smoothstep(0.0, feather, dist[crop])
+        ramp = smoothstep(0.0, float(np.clip(0.5 * dist.max(), 2.0, 96.0)), dist[crop])
         tick()
 
         recipe = read_prompt(prompt)
-        # Region: draw the new prompt into the region's box, so its subject sits inside the region.
-        # Outpaint: draw the whole frame, so horizons and layout run on across the new canvas.
-        box_h, box_w = prior.shape[:2]
-        draw_w, draw_h = (box_w, box_h) if kind == "region" else (w, h)
-        scale = min(1.0, _INPAINT_RENDER_SIDE / max(draw_w, draw_h))
-        rw, rh = max(8, round(draw_w * scale)), max(8, round(draw_h * scale))
+        scale = min(1.0, _INPAINT_RENDER_SIDE / max(w, h))
+        rw, rh = max(8, round(w * scale)), max(8, round(h * scale))
         paint_here = hole[crop][..., None]
         out = []
         for seed in seeds:
             fresh = render(recipe, prompt, rw, rh, seed, tick)
-            if (rw, rh) != (draw_w, draw_h):
-                fresh = cv2.resize(fresh, (draw_w, draw_h), interpolation=cv2.INTER_CUBIC)
-            if kind == "region":
-                # The new prompt owns the middle of the region; the inpainted prior carries its edges.
-                painted = lerp(prior, fresh, ramp * 0.7)
-            else:
-                # New canvas: keep the prior's low frequencies, take the prompt's texture and a tint.
-                fresh = fresh[crop]
-                soft = blur(fresh, 6.0, False)
-                painted = prior + ramp[..., None] * (0.35 * (soft - prior) + 0.9 * (fresh - soft))
+            if (rw, rh) != (w, h):
+                fresh = cv2.resize(fresh, (w, h), interpolation=cv2.INTER_CUBIC)
+            # New canvas: keep the prior's low frequencies, take the prompt's texture and a tint.
+            fresh = fresh[crop]
+            soft = blur(fresh, 6.0, False)
+            painted = prior + ramp[..., None] * (0.35 * (soft - prior) + 0.9 * (fresh - soft))
             candidate = image.copy()
             np.copyto(candidate[crop], _to_uint8(painted), where=paint_here)
             out.append(candidate)
             tick.show(candidate)
             tick()
         return out
-
-
-def _opencv_inpaint(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
-    """cv2.inpaint (Telea), on a downscaled copy when the hole is big; known pixels stay exact."""
-    h, w = hole.shape
-    scale = min(1.0, math.sqrt(_INPAINT_HOLE_PIXELS / max(1, int(hole.sum()))))
-    if scale >= 1.0:
-        filled = cv2.inpaint(image, hole.astype(np.uint8) * 255, 3, cv2.INPAINT_TELEA)
-    else:
-        sw, sh = max(8, round(w * scale)), max(8, round(h * scale))
-        small = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
-        # Any small pixel touched by the hole counts as hole, so known small pixels are truly known.
-        small_hole = cv2.resize(hole.astype(np.float32), (sw, sh), interpolation=cv2.INTER_AREA) > 0.01
-        small_filled = cv2.inpaint(small, small_hole.astype(np.uint8) * 255, 3, cv2.INPAINT_TELEA)
-        filled = cv2.resize(small_filled, (w, h), interpolation=cv2.INTER_CUBIC)
-    result = image.copy()
-    result[hole] = filled[hole]
-    return result
 
 
 def _cover(image: np.ndarray, width: int, height: int) -> np.ndarray:

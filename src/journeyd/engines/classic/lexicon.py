@@ -141,6 +141,18 @@ ANIMALS = _wordset(
     "monster creature animal"
 )
 
+# What Vary (Region) can paint into a region: word -> motif (see `region`). Anything else is healed.
+_MOTIF_WORDS: dict[str, tuple[str, ...]] = {
+    "sun": ("sun",),
+    "moon": ("moon",),
+    "boat": ("boat", "sailboat", "ship", "yacht", "sail"),
+    "lighthouse": ("lighthouse",),
+    "tree": ("tree", "pine", "oak"),
+    "house": ("house", "cottage", "cabin", "hut", "barn"),
+    "bird": ("bird", "seagull", "gull", "crow", "eagle"),
+}  # fmt: skip
+MOTIF_OF: dict[str, str] = {word: motif for motif, words in _MOTIF_WORDS.items() for word in words}
+
 # Words that change the whole palette rather than add a colour: (saturation, brightness) factors.
 MODIFIERS: dict[str, tuple[float, float]] = {
     "dark": (1.0, 0.7), "dim": (0.9, 0.75), "gloomy": (0.75, 0.75), "moody": (0.85, 0.8),

@@ -11,6 +11,7 @@ from journeyd.domain.prompt import PromptSpec
 from journeyd.engines.classic.lexicon import (
     COLOURS,
     MODIFIERS,
+    MOTIF_OF,
     RGB,
     STOPWORDS,
     SUBJECTS,
@@ -155,3 +156,37 @@ def read_prompt(prompt: PromptSpec) -> Recipe:
         saturation=saturation,
         brightness=brightness,
     )
+
+
+@dataclass(frozen=True)
+class RegionRecipe:
+    """What a Vary (Region) prompt asks to paint into its region."""
+
+    key: bytes  # as `Recipe.key`
+    motif: str | None  # the last drawable thing named (`lexicon.MOTIF_OF`), or None: heal only
+    motif_colour: RGB | None  # the colour named right before it: "a golden sun"
+    tint: RGB | None  # with no motif, the first colour named: "a red balloon" tints the healed region red
+
+
+def read_region_prompt(prompt: PromptSpec) -> RegionRecipe:
+    """The region recipe for a prompt; words the engine cannot draw paint nothing (the region heals)."""
+    negative = {_lookup(w) for w in _words(prompt.negative)}
+    key = hashlib.sha256(f"{prompt.text}\x00{prompt.negative}".encode()).digest()[:16]
+    motif: str | None = None
+    motif_colour = tint = None
+    for part in prompt.parts:
+        if part.weight <= 0:
+            continue
+        before: RGB | None = None
+        for raw in _words(part.text):
+            word = _lookup(raw)
+            if word in negative or word in STOPWORDS:
+                continue
+            if word in MODIFIERS:
+                continue  # "dark red boat" is still a red boat
+            colour_before, before = before, COLOURS.get(word)
+            if before is not None:
+                tint = tint or before
+            elif raw in MOTIF_OF or word in MOTIF_OF:
+                motif, motif_colour = MOTIF_OF.get(raw) or MOTIF_OF[word], colour_before
+    return RegionRecipe(key=key, motif=motif, motif_colour=motif_colour, tint=None if motif else tint)
