@@ -15,6 +15,7 @@ from journeyd.domain.errors import TaskCancelled
 from journeyd.domain.prompt import parse_prompt
 from journeyd.engines.base import Engine
 from journeyd.engines.classic import ClassicEngine
+from journeyd.engines.classic import render as classic_render
 from journeyd.imaging.fill import blur_fill
 
 SEEDS = [1234, 1235, 1236, 1237]
@@ -86,6 +87,32 @@ def test_generate_gives_one_image_per_seed_at_the_requested_size(engine: Classic
     for image in images:
         assert image.shape == (120, 200, 3)
         assert image.dtype == np.uint8
+
+
+def test_a_motif_named_in_a_scene_stands_in_it_instead_of_a_blob(
+    engine: ClassicEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def drawn(prompt: str) -> list[np.ndarray]:
+        """Where the motif is painted (its glow left out): the picture against the same with nothing standing."""
+        pictures = generate(engine, prompt, size=(256, 256))
+        with monkeypatch.context() as patch:
+            patch.setattr(classic_render, "stand_in_scene", lambda picture, *_: picture)
+            bare = generate(engine, prompt, size=(256, 256))
+        return [np.abs(a.astype(int) - b).max(axis=2) > 40 for a, b in zip(pictures, bare, strict=True)]
+
+    for where in drawn("a lighthouse on the coast at dusk"):
+        ys, xs = np.nonzero(where)
+        assert 0.002 < where.mean() < 0.05 and np.ptp(ys) > 2 * np.ptp(xs)  # a tall, narrow tower
+    for where in drawn("a small boat on a calm sea"):
+        ys, xs = np.nonzero(where)
+        assert 0.001 < where.mean() < 0.05 and np.ptp(xs) > np.ptp(ys) * 0.6  # a boat, not a tower
+        assert ys.min() > 256 * 0.3  # on the water, not in the sky
+    # instead of the figure the subject word used to get, not as well as it
+    house = generate(engine, "a house in a snowy field", seeds=[3], size=(256, 256))[0]
+    with monkeypatch.context() as patch:
+        patch.setattr(classic_render, "STANDING", frozenset())
+        figure = generate(engine, "a house in a snowy field", seeds=[3], size=(256, 256))[0]
+    assert (np.abs(house.astype(int) - figure).max(axis=2) > 40).mean() > 0.05
 
 
 def test_generate_is_deterministic_and_seeds_matter(engine: ClassicEngine) -> None:

@@ -27,6 +27,16 @@ _FIT_SIDE = 128  # the motif's place is found on a copy of the region at most th
 
 # Each motif's box, width / height, and how much of the largest such box in the region it fills.
 _ASPECT = {"sun": 1.0, "moon": 1.0, "boat": 1.1, "lighthouse": 0.34, "tree": 0.75, "house": 1.3, "bird": 2.2}
+# Where a motif named in an Imagine stands: (top, bottom) rows relative to the horizon (the bird's are
+# from the top of the picture) and the width of its place, as fractions of the picture.
+_STANDS = {
+    "lighthouse": (-0.36, 0.04, 0.16),
+    "tree": (-0.28, 0.05, 0.16),
+    "house": (-0.16, 0.04, 0.24),
+    "boat": (0.02, 0.18, 0.24),
+    "bird": (0.08, 0.3, 0.16),
+}
+STANDING = frozenset(_STANDS)
 _FILL = {"sun": 1.0, "moon": 0.8, "boat": 0.95, "lighthouse": 1.0, "tree": 1.0, "house": 0.95, "bird": 0.6}
 
 
@@ -72,11 +82,8 @@ def _repaint(
     )
     region = hole[box]
     canvas = healed[box].astype(np.float32) / 255.0
-    light = _light(canvas, region)
-    inside = cv2.distanceTransform(region.astype(np.uint8), cv2.DIST_L2, 3)
-    ramp = smoothstep(0.0, float(np.clip(0.3 * inside.max(), 3.0, 48.0)), inside)
     if recipe.motif is not None:
-        canvas = _paint_motif(canvas, region, ramp, recipe, light, rng)
+        canvas = _motif_in(canvas, region, recipe, rng)
     elif recipe.tint is not None:
         canvas = _tint(canvas, recipe.tint, 0.95 * _soft(region))
     tick()
@@ -84,6 +91,35 @@ def _repaint(
     np.copyto(out[box], np.clip(canvas * 255.0 + 0.5, 0, 255).astype(np.uint8), where=region[..., None])
     tick()
     return out
+
+
+def stand_in_scene(picture: np.ndarray, recipe: RegionRecipe, horizon: float, rng: np.random.Generator) -> np.ndarray:
+    """An Imagine's picture (HxWx3 float 0..1) with the motif its prompt names standing where such a thing
+    stands: a lighthouse, tree or house on the horizon, a boat on the water below it, a bird in the sky.
+    The sky draws its own sun and moon; other pictures are returned as they are."""
+    place = _STANDS.get(recipe.motif or "")
+    if place is None:
+        return picture
+    top, bottom, width = place
+    h, w = picture.shape[:2]
+    if recipe.motif != "bird":
+        top, bottom = horizon + top, horizon + bottom
+    centre = rng.uniform(0.2, 0.8)
+    rows = slice(max(0, round(top * h)), min(h, round(bottom * h)))
+    cols = slice(max(0, round((centre - width / 2) * w)), min(w, round((centre + width / 2) * w)))
+    region = np.zeros((h, w), bool)
+    region[rows, cols] = True
+    if not region.any():
+        return picture
+    painted = _motif_in(picture, region, recipe, rng)
+    return np.where(region[..., None], painted, picture)
+
+
+def _motif_in(canvas: np.ndarray, region: np.ndarray, recipe: RegionRecipe, rng: np.random.Generator) -> np.ndarray:
+    """`canvas` with the recipe's motif fitted into `region`, lit by the light measured around it."""
+    inside = cv2.distanceTransform(region.astype(np.uint8), cv2.DIST_L2, 3)
+    ramp = smoothstep(0.0, float(np.clip(0.3 * inside.max(), 3.0, 48.0)), inside)
+    return _paint_motif(canvas, region, ramp, recipe, _light(canvas, region), rng)
 
 
 def _light(canvas: np.ndarray, region: np.ndarray) -> Light:

@@ -15,8 +15,9 @@ import numpy as np
 
 from journeyd.domain.prompt import PromptSpec
 from journeyd.engines.classic.fields import blur, lerp, luma, noise, seeded_rng, smoothstep
-from journeyd.engines.classic.lexicon import RGB, SCENIC
-from journeyd.engines.classic.recipe import Recipe
+from journeyd.engines.classic.lexicon import MOTIF_OF, RGB, SCENIC
+from journeyd.engines.classic.recipe import Recipe, read_region_prompt
+from journeyd.engines.classic.region import STANDING, stand_in_scene
 from journeyd.engines.classic.scene import (
     Scene,
     draw_city,
@@ -140,11 +141,17 @@ def render(
                 - np.array([0.08, 0.04, 0.0], np.float32) * (drifts < 0)[..., None]
             )
             img = lerp(img, field, sc.ground(0.02) * min(1.0, 0.8 * snow))
+    # A motif named in a scene stands in it ("a small boat on the sea"), drawn instead of the figure
+    # the subject would get; it has its own rng, so pictures without one are as they always were.
+    motif = read_region_prompt(prompt) if scenic else None
+    standing = motif is not None and motif.motif in STANDING
     # The subject goes in front of the scene (even of flames), so it is never hidden.
-    if "subject" in themes:
+    if "subject" in themes and not (standing and MOTIF_OF.get(recipe.subject or "") == motif.motif):
         img = draw_subject(img, sc, recipe, chaos, 1.0 - 0.35 * min(dark, 1.0), scenic)
     if snow > 0:
         img = img + (sprinkle(sc, 0.003 * snow, 1.0) * 0.9)[..., None]
+    if standing:
+        img = stand_in_scene(img, motif, horizon, seeded_rng(seed, recipe.key, b"motif"))
     tick()
 
     img = _finish(img, prompt, recipe, rng, v, x)
