@@ -18,7 +18,7 @@ from journeyd.engines.diffusion import DiffusionEngine, ModelLoadError, ProfileE
 from journeyd.engines.diffusion.describing import described_prompts
 from journeyd.engines.diffusion.looks import Looks, looks_of
 from journeyd.engines.diffusion.profiles import ProfileRules, load_versions, profile_from
-from tests.tiny_models import TINY_IP_ADAPTER, tiny_blip, tiny_ip_adapter, tiny_sd15, tiny_sdxl
+from tests.tiny_models import TINY_IP_ADAPTER, tiny_blip, tiny_flux, tiny_ip_adapter, tiny_sd15, tiny_sdxl
 
 FAST = {"size": 64, "steps": 3}
 SEEDS = [7, 8, 9, 10]
@@ -300,3 +300,14 @@ def test_sdxl_blends_takes_image_prompts_and_shortens(tmp_path: Path) -> None:
     assert np.array_equal(at_zero[0], plain[0]) and not np.array_equal(at_two[0], plain[0])
     shortened = engine.shorten(parse_prompt("lower, newer, wider, lowest"))
     assert len(shortened.weights) == 4 and len(set(shortened.prompts)) == 5
+
+
+def test_flux_shortens_with_its_clip_and_t5_encoders_and_refuses_a_blend(tmp_path: Path) -> None:
+    flux = DiffusionEngine.load(
+        load_profiles(str(tiny_flux(tmp_path / "flux")), extra={**FAST, "text_tokens": 16}), dtype="float32"
+    )
+    shortened = flux.shorten(parse_prompt("a lower wall, newer paint, wider door, at dusk"))
+    assert [phrase for phrase, _ in shortened.weights] == ["a lower wall", "newer paint", "wider door", "at dusk"]
+    assert max(weight for _, weight in shortened.weights) == 1.0 and len(set(shortened.prompts)) == 5
+    with pytest.raises(InvalidRequest, match=r"blend: .*no IP-Adapter"):
+        flux.check_blend(PromptSpec())

@@ -461,8 +461,8 @@ def _steering(model: LoadedModel, pipe: Any, common: dict[str, Any], references:
     if not references:
         yield
         return
-    if model.adapters is None:  # the rules refuse this at submit (Versions.check)
-        raise ModelLoadError(f"model {model.profile.model!r} has no IP-Adapter")
+    if model.adapters is None:  # unreachable past the rules (Versions.check, check_blend), which refuse it
+        raise RuntimeError(f"model {model.profile.model!r} has no IP-Adapter")
     images = {kind: images for kind, (images, _) in references.items()}
     guided = common["guidance_scale"] > 1
     device = pipe._execution_device
