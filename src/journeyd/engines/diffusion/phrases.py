@@ -16,7 +16,7 @@ SEPARATORS = re.compile(r"\s*(?:::-?[\d.]*|[,;|])\s*")
 
 def phrases_of(text: str) -> list[str]:
     phrases = [phrase for phrase in SEPARATORS.split(text) if phrase.strip()]
-    return phrases if len(phrases) >= FEWEST_PHRASES else text.replace(",", " ").split()
+    return phrases if len(phrases) >= FEWEST_PHRASES else " ".join(phrases).split()
 
 
 def check_shortenable(text: str) -> list[str]:
