@@ -38,10 +38,19 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, pre_tokenizers, processors
 from tokenizers.models import Unigram
 from transformers import (
+    BertTokenizer,
+    BlipConfig,
+    BlipForConditionalGeneration,
+    BlipImageProcessor,
+    BlipProcessor,
+    BlipTextConfig,
+    BlipVisionConfig,
     CLIPTextConfig,
     CLIPTextModel,
     CLIPTextModelWithProjection,
     CLIPTokenizer,
+    CLIPVisionConfig,
+    CLIPVisionModelWithProjection,
     T5Config,
     T5EncoderModel,
     T5TokenizerFast,
@@ -53,8 +62,10 @@ __all__ = [
     "diffusers_to_original",
     "export_denoiser_file",
     "export_single_file",
+    "tiny_blip",
     "tiny_flux",
     "tiny_flux_fill",
+    "tiny_ip_adapter",
     "tiny_sd15",
     "tiny_sdxl",
     "write_clip_tokenizer",
@@ -554,3 +565,103 @@ def export_denoiser_file(folder: Path, target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(folder / name / "diffusion_pytorch_model.safetensors", target)
     return target
+
+
+# --- IP-Adapters and a captioner -----------------------------------------------------------------------------------
+
+TINY_IP_ADAPTER = "ip-adapter_tiny.safetensors"
+_IMAGE_EMBED_DIM = 32  # the tiny CLIP image encoder's projection: what a plain IP-Adapter's image_proj reads
+
+
+def tiny_ip_adapter(model: Path, directory: Path, *, weight_name: str = TINY_IP_ADAPTER, seed: int = 0) -> Path:
+    """Save a plain IP-Adapter for the UNet of the tiny SD 1.5 or SDXL pipeline in `model` as
+    `directory/models/<weight_name>`, with a tiny CLIP image encoder in `directory/models/image_encoder`: the
+    layout of h94/IP-Adapter, which `load_ip_adapter(directory, subfolder="models", weight_name=...)` reads.
+
+    The weights are in the original layout diffusers converts (`UNet2DConditionModel._load_ip_adapter_weights`):
+    `image_proj.proj` (image embedding -> 4 tokens of cross-attention width) and `image_proj.norm`, and per
+    cross-attention layer, numbered 1, 3, 5, ... in the UNet's processor order, `ip_adapter.<n>.to_k_ip` and
+    `to_v_ip` ([hidden size, cross-attention width]). They are random and large enough to change the pictures.
+    """
+    unet_config = json.loads((model / "unet" / "config.json").read_text())
+    unet = UNet2DConditionModel.from_config(unet_config)
+    width = unet.config.cross_attention_dim
+    generator = torch.Generator().manual_seed(seed)
+
+    def random(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator) / shape[-1] ** 0.5
+
+    weights = {
+        "image_proj.proj.weight": random(4 * width, _IMAGE_EMBED_DIM),
+        "image_proj.proj.bias": torch.zeros(4 * width),
+        "image_proj.norm.weight": torch.ones(width),
+        "image_proj.norm.bias": torch.zeros(width),
+    }
+    channels = unet.config.block_out_channels
+    cross_attention = [name for name in unet.attn_processors if not name.endswith("attn1.processor")]
+    for index, name in enumerate(cross_attention):
+        if name.startswith("mid_block"):
+            hidden = channels[-1]
+        elif name.startswith("up_blocks"):
+            hidden = list(reversed(channels))[int(name[len("up_blocks.")])]
+        else:
+            hidden = channels[int(name[len("down_blocks.")])]
+        for key in ("to_k_ip", "to_v_ip"):
+            weights[f"ip_adapter.{2 * index + 1}.{key}.weight"] = 3 * random(hidden, width)
+    folder = directory / "models"
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(weights, str(folder / weight_name))
+    if not (folder / "image_encoder").is_dir():
+        torch.manual_seed(0)
+        encoder = CLIPVisionModelWithProjection(
+            CLIPVisionConfig(
+                hidden_size=32,
+                intermediate_size=37,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                image_size=32,
+                patch_size=8,
+                projection_dim=_IMAGE_EMBED_DIM,
+            )
+        )
+        encoder.save_pretrained(folder / "image_encoder", safe_serialization=True)
+    return directory
+
+
+# BERT-style WordPiece vocabulary of the tiny captioner: BLIP's special tokens, then whole words to caption with.
+_BLIP_VOCAB = [
+    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]",
+    "a", "the", "of", "on", "in", "with", "dog", "cat", "beach", "sky", "tree", "house", "field", "river",
+    "mountain", "city", "road", "boat", "flower", "red", "blue", "green", "old", "small", "sitting", "standing",
+    "night", "snow", "forest", "bird", "man", "woman", "car", "bridge",
+]  # fmt: skip
+
+
+def tiny_blip(directory: Path) -> Path:
+    """Save a tiny random BLIP captioning model (`BlipForConditionalGeneration` and its `BlipProcessor`) to
+    `directory`, which `from_pretrained(directory)` loads. Its token ids follow BLIP's roles: [DEC] starts a
+    caption (bos), [SEP] ends it, [PAD] pads. Random, it samples words from the vocabulary; the seed decides which.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = BertTokenizer(vocab={token: i for i, token in enumerate(_BLIP_VOCAB)}, bos_token="[DEC]")
+    image_processor = BlipImageProcessor(size={"height": 32, "width": 32})
+    BlipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(directory)
+    text = BlipTextConfig(
+        vocab_size=len(_BLIP_VOCAB),
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=64,
+        bos_token_id=_BLIP_VOCAB.index("[DEC]"),
+        eos_token_id=_BLIP_VOCAB.index("[CLS]"),
+        pad_token_id=_BLIP_VOCAB.index("[PAD]"),
+        sep_token_id=_BLIP_VOCAB.index("[SEP]"),
+    )
+    vision = BlipVisionConfig(
+        hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8
+    )
+    torch.manual_seed(0)
+    model = BlipForConditionalGeneration(BlipConfig(text_config=text.to_dict(), vision_config=vision.to_dict()))
+    model.save_pretrained(directory, safe_serialization=True)
+    return directory

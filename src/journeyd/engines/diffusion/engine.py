@@ -13,7 +13,8 @@ import functools
 import inspect
 import itertools
 import math
-from collections.abc import Callable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
@@ -24,8 +25,12 @@ import torch
 from journeyd.domain.prompt import PromptSpec, WeightedPart
 from journeyd.engines.base import EngineOutOfMemory, Image, InpaintKind, Mask, Progress, UpscaleMode
 from journeyd.engines.diffusion import previews
-from journeyd.engines.diffusion.loading import LoadedModel, load_model, pick_device, reason_of
-from journeyd.engines.diffusion.profiles import Profile, Versions
+from journeyd.engines.diffusion.adapters import BLEND_SCALE, reference_scale
+from journeyd.engines.diffusion.describing import Captioner, described_prompts
+from journeyd.engines.diffusion.loading import LoadedModel, ModelLoadError, load_model, offline, pick_device, reason_of
+from journeyd.engines.diffusion.looks import looks_of
+from journeyd.engines.diffusion.profiles import REFERENCE_FLAGS, Profile, VersionRules, Versions
+from journeyd.engines.diffusion.shortening import Shortened, shorten
 from journeyd.engines.diffusion.speedups import COMPILING, denoiser, eager, parse_speedups
 from journeyd.engines.diffusion.step_cache import caching
 from journeyd.imaging.crop import context_box
@@ -67,6 +72,8 @@ CHAOS_SPREAD = 0.35  # at --chaos 100, each candidate's conditioning moves this 
 REGION_FIELD = 0.618  # how much of the picture a region crop shows around the mask, at least (Fooocus)
 PREVIEW_EVERY = 3  # steps between previews
 P, R = ParamSpec("P"), TypeVar("R")
+# A reference kind's images and the adapter scale they steer with, for one call
+References = Mapping[str, tuple[Sequence[Image], float]]
 
 
 def _memory_errors(action: Callable[P, R]) -> Callable[P, R]:
@@ -86,7 +93,9 @@ def _memory_errors(action: Callable[P, R]) -> Callable[P, R]:
     return guarded
 
 
-class DiffusionEngine:
+class DiffusionEngine(VersionRules):
+    """Its prompt rules (`check`, `check_blend`, ...) are its profiles' `versions` table's."""
+
     name = "diffusers"
 
     def __init__(self, models: Sequence[LoadedModel]) -> None:
@@ -95,6 +104,8 @@ class DiffusionEngine:
             raise ValueError("the diffusers engine needs at least one model profile")
         self.models = list(models)
         self.versions = Versions.of(model.profile for model in models)
+        self._captioner: Captioner | None = None  # loaded on the first describe
+        self._captioner_lock = threading.Lock()
 
     @classmethod
     def load(
@@ -136,9 +147,6 @@ class DiffusionEngine:
                 self._inpaint(model, grid[0], hole, prompt, seeds, "outpaint", _ignore)
 
     # --- which model ------------------------------------------------------------------------------
-    def check(self, prompt: PromptSpec) -> None:
-        self._model(prompt)
-
     def _model(self, prompt: PromptSpec) -> LoadedModel:
         return self.models[self.versions.index_of(prompt)]
 
@@ -161,21 +169,94 @@ class DiffusionEngine:
         seeds: Sequence[int],
         progress: Progress,
         init_images: Sequence[Image] = (),
+        *,
+        style_refs: Sequence[Image] = (),
+        character_refs: Sequence[Image] = (),
     ) -> list[Image]:
-        if not init_images:
-            return self.generate_batch([(prompt, seeds)], size, [progress])[0]
+        """Imagine. Image prompts steer through the model's IP-Adapter at --iw's scale (without one,
+        the picture starts from the first image, as strongly as --iw says); --sref and --cref images
+        through its style and face adapters, at --sw's and --cw's."""
+        self.versions.check_references(
+            prompt, [kind for kind, refs in (("style", style_refs), ("face", character_refs)) if refs]
+        )
         model = self._model(prompt)
+        adapters = model.adapters.kinds if model.adapters else ()
+        weights = _reference_weights(prompt)
+        given = {"image": init_images if "image" in adapters else (), "style": style_refs, "face": character_refs}
+        references = {kind: (images, reference_scale(kind, weights[kind])) for kind, images in given.items() if images}
+        if init_images and "image" not in adapters:
+            return self._start_from(model, prompt, init_images[0], size, seeds, progress, references)
+        if not references:
+            return self.generate_batch([(prompt, seeds)], size, [progress])[0]
+        return self._draw(model, [(prompt, seeds)], size, [progress], references)[0]
+
+    def _start_from(
+        self,
+        model: LoadedModel,
+        prompt: PromptSpec,
+        image: Image,
+        size: tuple[int, int],
+        seeds: Sequence[int],
+        progress: Progress,
+        references: References,
+    ) -> list[Image]:
+        """An image prompt on a model without an IP-Adapter: img2img from it, as strongly as --iw says."""
         width, height = size
-        with model.lock, _circular(model, prompt.tile):  # an image prompt: start from it, as strongly as --iw says
+        with model.lock, _circular(model, prompt.tile):
             weight = prompt.image_weight if prompt.image_weight is not None else 1.0
             strength = min(0.95, max(0.4, 1.0 - 0.25 * weight))
-            start = _cover(init_images[0], width, height)
-            return self._img2img(model, prompt, [start] * len(seeds), strength, seeds, progress)
+            start = _cover(image, width, height)
+            return self._img2img(model, prompt, [start] * len(seeds), strength, seeds, progress, references)
+
+    @_memory_errors
+    def blend(
+        self,
+        images: Sequence[Image],
+        prompt: PromptSpec,
+        size: tuple[int, int],
+        seeds: Sequence[int],
+        progress: Progress,
+    ) -> list[Image]:
+        """Blend: the images' IP-Adapter embeddings averaged into one, which steers txt2img fully (the
+        prompt, usually empty, adds what it says)."""
+        self.versions.check_blend(prompt)
+        return self._draw(self._model(prompt), [(prompt, seeds)], size, [progress], {"image": (images, BLEND_SCALE)})[0]
+
+    @_memory_errors
+    def describe(self, image: Image, seed: int, progress: Progress) -> list[str]:
+        """Four prompts for `image`: its caption (sampled with `seed`), with its palette, with its light
+        and composition, and shortened (describing.py)."""
+        self.versions.check_describe()
+        progress(0, 2)
+        caption = self._captioning().caption(image, seed)
+        progress(1, 2)
+        prompts = described_prompts(caption, looks_of(image))
+        progress(2, 2)
+        return prompts
+
+    def shorten(self, prompt: PromptSpec) -> Shortened:
+        """The prompt's phrases weighed by its model's own text encoders (shortening.py)."""
+        model = self._model(prompt)
+        with model.lock:
+            return shorten(model.txt2img, prompt)
+
+    def _captioning(self) -> Captioner:
+        """The captioner of the first profile that names one, loaded once, on that model's device."""
+        with self._captioner_lock:
+            if self._captioner is None:
+                model = next(model for model in self.models if model.profile.captioner)
+                source = str(model.profile.captioner)
+                try:
+                    self._captioner = Captioner.load(source, model.txt2img.device, model.txt2img.dtype, offline())
+                except Exception as error:  # transformers raises many kinds; all mean "not usable"
+                    raise ModelLoadError(f"could not load captioner {source!r}: {reason_of(error)}") from error
+            return self._captioner
 
     def batch_key(self, prompt: PromptSpec) -> object | None:
         """Imagine tasks share a call when they use the same model, size, steps and guidance (and,
-        on FLUX, whether --no asks for true CFG); --tile changes the model for its call, so not that."""
-        if prompt.tile:
+        on FLUX, whether --no asks for true CFG); --tile changes the model for its call, so not that,
+        and neither do references, which switch the IP-Adapters on for theirs."""
+        if prompt.tile or any(getattr(prompt, refs, ()) for *_, refs in REFERENCE_FLAGS):
             return None
         model = self._model(prompt)
         steps, guidance = _steps_and_guidance(model.profile, prompt)
@@ -196,12 +277,14 @@ class DiffusionEngine:
         jobs: Sequence[tuple[PromptSpec, Sequence[int]]],
         size: tuple[int, int],
         progress: Sequence[Progress],
+        references: References | None = None,
     ) -> list[list[Image]]:
         width, height = size
         with model.lock, _circular(model, jobs[0][0].tile):
             pipe = model.pipeline("txt2img")
             common = self._common(model, pipe, jobs, progress, size)
-            images = _to_uint8(_run(pipe, width=width, height=height, **common))
+            with _steering(model, pipe, common, references):
+                images = _to_uint8(_run(pipe, width=width, height=height, **common))
         return [images[start : start + len(seeds)] for start, (_, seeds) in zip(_starts(jobs), jobs, strict=True)]
 
     @_memory_errors
@@ -297,6 +380,7 @@ class DiffusionEngine:
         strength: float,
         seeds: Sequence[int],
         progress: Progress,
+        references: References | None = None,
     ) -> list[Image]:
         """img2img that runs the profile's full step count whatever the strength (as Fooocus does):
         diffusers runs int(steps * strength) of `num_inference_steps`, so ask for steps / strength.
@@ -307,7 +391,8 @@ class DiffusionEngine:
         common = self._common(model, pipe, [(prompt, seeds)], [progress], work)
         common["num_inference_steps"] = math.ceil(common["num_inference_steps"] / strength)
         starts = [_pil(_resize(i, work, cv2.INTER_AREA)) for i in images]
-        out = _run(pipe, image=starts, strength=strength, width=work[0], height=work[1], **common)
+        with _steering(model, pipe, common, references):
+            out = _run(pipe, image=starts, strength=strength, width=work[0], height=work[1], **common)
         return [_resize(i, (width, height)) for i in _to_uint8(out)]
 
     def _common(
@@ -356,6 +441,34 @@ class DiffusionEngine:
             "callback_on_step_end": on_step,
             "callback_on_step_end_tensor_inputs": ["latents"],
         }
+
+
+def _reference_weights(prompt: PromptSpec) -> dict[str, float]:
+    """Each reference kind's weight relative to its flag's default: --iw (default 1), --sw and --cw
+    (default 100)."""
+    style, character = getattr(prompt, "style_weight", None), getattr(prompt, "character_weight", None)
+    return {
+        "image": prompt.image_weight if prompt.image_weight is not None else 1.0,
+        "style": style / 100 if style is not None else 1.0,
+        "face": character / 100 if character is not None else 1.0,
+    }
+
+
+@contextmanager
+def _steering(model: LoadedModel, pipe: Any, common: dict[str, Any], references: References | None) -> Iterator[None]:
+    """The model's IP-Adapters on for one pipeline call, with the references' embeddings added to its
+    arguments; nothing, without references."""
+    if not references:
+        yield
+        return
+    if model.adapters is None:  # unreachable past the rules (Versions.check, check_blend), which refuse it
+        raise RuntimeError(f"model {model.profile.model!r} has no IP-Adapter")
+    images = {kind: images for kind, (images, _) in references.items()}
+    guided = common["guidance_scale"] > 1
+    device = pipe._execution_device
+    common["ip_adapter_image_embeds"] = model.adapters.embeddings(images, len(common["generator"]), guided, device)
+    with model.adapters.steering(denoiser(pipe), {kind: scale for kind, (_, scale) in references.items()}):
+        yield
 
 
 def _run(pipe: Any, **arguments: Any) -> np.ndarray:

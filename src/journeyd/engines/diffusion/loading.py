@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from journeyd.engines.diffusion import previews
+from journeyd.engines.diffusion.adapters import Adapters, load_adapters
 from journeyd.engines.diffusion.profiles import Profile
 from journeyd.engines.diffusion.speedups import apply_speedups, denoiser, speed_up_denoiser
 
@@ -109,7 +110,8 @@ def _pipeline_classes(family: str) -> tuple[Any, Any, Any, Any]:
     return diffusers.StableDiffusionPipeline, diffusers.StableDiffusionImg2ImgPipeline, inpaint, inpaint
 
 
-def _offline() -> bool:
+def offline() -> bool:
+    """Whether the hub may not be asked (HF_HUB_OFFLINE): hub models come from the local cache alone."""
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
 
 
@@ -126,14 +128,14 @@ def _load(
             if path.suffix not in (".safetensors", ".ckpt"):
                 raise ModelLoadError(f"{source}: a single-file model must be a .safetensors (or .ckpt) checkpoint")
             extra = {"config": config} if config else {}
-            return cls.from_single_file(str(path), dtype=dtype, local_files_only=_offline(), **extra, **where)
+            return cls.from_single_file(str(path), dtype=dtype, local_files_only=offline(), **extra, **where)
         if path.exists() or source.startswith((".", "/", "~")):
             if not (path / "model_index.json").is_file():
                 raise ModelLoadError(
                     f"{source}: not a diffusers folder (no model_index.json) and not a .safetensors file"
                 )
             return cls.from_pretrained(str(path), dtype=dtype, local_files_only=True, **where, **parts)
-        return cls.from_pretrained(source, dtype=dtype, local_files_only=_offline(), **where, **parts)
+        return cls.from_pretrained(source, dtype=dtype, local_files_only=offline(), **where, **parts)
     except ModelLoadError:
         raise
     except Exception as error:  # diffusers raises many kinds; all mean "this model is not usable"
@@ -222,6 +224,7 @@ class LoadedModel:
     img2img: Any
     inpaint: Any
     preview_map: torch.Tensor  # latent-to-RGB for step previews (previews.py)
+    adapters: Adapters | None = None  # its IP-Adapters, switched on per call (adapters.py)
     lock: threading.Lock = field(default_factory=threading.Lock)
     schedulers: dict[str, Any] = field(init=False)  # each pipeline's scheduler as loaded: the template
 
@@ -269,7 +272,18 @@ def load_model(
         raise ModelLoadError(
             f"model {profile.model!r}: speed-ups {', '.join(sorted(speedups))} failed: {error}"
         ) from error
-    return share_weights(profile, txt2img, inpaint)
+    return share_weights(profile, txt2img, inpaint, _load_adapters(profile, txt2img))
+
+
+def _load_adapters(profile: Profile, txt2img: Any) -> Adapters | None:
+    """After the speed-ups, which would replace the adapters' attention processors with their own."""
+    try:
+        return load_adapters(profile, txt2img, offline())
+    except Exception as error:  # a missing file, adapter weights for another model's UNet
+        names = ", ".join(
+            f"{s.model}/{s.subfolder}/{s.weight_name}".replace("//", "/") for s in profile.adapters.values()
+        )
+        raise ModelLoadError(f"could not load IP-Adapter {names} for {profile.model!r}: {reason_of(error)}") from error
 
 
 def _load_inpaint(profile: Profile, dtype: torch.dtype, txt2img: Any) -> Any | None:
@@ -294,7 +308,7 @@ def _bake_lora(pipe: Any, profile: Profile) -> None:
     where = {"weight_name": source.name} if source.is_file() else {}
     try:
         pipe.load_lora_weights(
-            str(source.parent) if source.is_file() else profile.lora, local_files_only=_offline(), **where
+            str(source.parent) if source.is_file() else profile.lora, local_files_only=offline(), **where
         )
         pipe.fuse_lora(lora_scale=profile.lora_scale)
         pipe.unload_lora_weights()
@@ -304,7 +318,9 @@ def _bake_lora(pipe: Any, profile: Profile) -> None:
         ) from error
 
 
-def share_weights(profile: Profile, txt2img: Any, inpaint: Any | None = None) -> LoadedModel:
+def share_weights(
+    profile: Profile, txt2img: Any, inpaint: Any | None = None, adapters: Adapters | None = None
+) -> LoadedModel:
     """The three pipelines over one model's weights (and a dedicated inpainting pipeline, if given);
     without one, the base model inpaints by blending latents at every step."""
     _, img2img_cls, inpaint_cls, _ = _pipeline_classes(profile.family)
@@ -317,4 +333,5 @@ def share_weights(profile: Profile, txt2img: Any, inpaint: Any | None = None) ->
         _derive(img2img_cls, txt2img),
         inpaint or _derive(inpaint_cls, txt2img),
         previews.fit(txt2img.vae),  # now, not at the first preview: a task's steps should not wait for it
+        adapters,
     )

@@ -12,6 +12,21 @@ The operator names one model (`JOURNEYD_MODEL`, every version maps to it) or sev
     steps = 30
     guidance = 7.0
     speedups = "auto,compile,cache"   # optional: this model's levers (JOURNEYD_SPEEDUPS' syntax; else that)
+    captioner = "Salesforce/blip-image-captioning-large"   # optional: Describe's BLIP model (hub id or folder)
+    # optional IP-Adapters (SD 1.5 and SDXL), each a weights file in a hub repository or folder: ip_adapter
+    # steers image prompts (--iw) and Blend, ip_adapter_style --sref (--sw), ip_adapter_face --cref (--cw).
+    # They share one CLIP image encoder: image_encoder is diffusers' image_encoder_folder (a bare name is
+    # under subfolder, a path with a "/" is from the repository's root; default "image_encoder")
+    [profile.ip_adapter]
+    model = "h94/IP-Adapter"
+    subfolder = "sdxl_models"
+    weight_name = "ip-adapter_sdxl_vit-h.safetensors"
+    image_encoder = "models/image_encoder"
+    [profile.ip_adapter_face]
+    model = "h94/IP-Adapter"
+    subfolder = "sdxl_models"
+    weight_name = "ip-adapter-plus-face_sdxl_vit-h.safetensors"
+    image_encoder = "models/image_encoder"
 
     [[profile]]
     name = "flux"
@@ -54,8 +69,12 @@ from typing import Any
 
 from journeyd.domain.errors import InvalidRequest
 from journeyd.domain.prompt import PromptSpec
+from journeyd.engines.diffusion.phrases import check_shortenable
 
 FAMILIES = ("sd15", "sdxl", "flux")
+ADAPTER_FAMILIES = ("sd15", "sdxl")  # whose UNets take diffusers' IP-Adapters (FLUX's XLabs adapters are not wired)
+# a profile's IP-Adapter settings and the references each steers with
+ADAPTERS = {"ip_adapter": "image", "ip_adapter_style": "style", "ip_adapter_face": "face"}
 DEFAULT_SIZE = {"sd15": 512, "sdxl": 1024, "flux": 1024}
 SCHEDULERS = ("default", "euler", "euler_a", "euler_trailing", "ddim", "dpmpp_2m", "dpmpp_2m_karras", "lcm")
 _PIPELINE_FAMILIES = {
@@ -77,6 +96,22 @@ class ProfileError(ValueError):
 
 
 @dataclass(frozen=True)
+class AdapterSource:
+    """Where one IP-Adapter's weights are, as diffusers' `load_ip_adapter` takes them."""
+
+    model: str  # hub id or folder
+    weight_name: str  # the weights file in it, e.g. ip-adapter_sd15.safetensors
+    subfolder: str = ""
+    image_encoder: str = "image_encoder"  # the CLIP vision encoder's folder (see the module's example)
+
+    @property
+    def encoder_path(self) -> tuple[str, str]:
+        """Where diffusers reads the image encoder from: (repository or folder, its folder in it)."""
+        folder = self.image_encoder if "/" in self.image_encoder else f"{self.subfolder}/{self.image_encoder}"
+        return self.model, folder.strip("/")
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     model: str
@@ -95,6 +130,15 @@ class Profile:
     negative_guidance: float = 2.0  # FLUX has no negative prompt but through "true CFG": its scale for --no
     inpaint_guidance: float | None = None  # guidance of the inpaint_model; None: 30 for FLUX.1-Fill, else guidance
     speedups: str | None = None  # this model's levers, as JOURNEYD_SPEEDUPS takes them; None: the server's
+    captioner: str | None = None  # Describe's captioning model (BLIP), loaded on the first describe
+    ip_adapter: AdapterSource | None = None  # image prompts (--iw) and Blend
+    ip_adapter_style: AdapterSource | None = None  # --sref (--sw)
+    ip_adapter_face: AdapterSource | None = None  # --cref (--cw)
+
+    @property
+    def adapters(self) -> dict[str, AdapterSource]:
+        """The IP-Adapters configured, by the reference each steers with ("image", "style", "face")."""
+        return {kind: source for key, kind in ADAPTERS.items() if (source := getattr(self, key)) is not None}
 
     @property
     def region_guidance(self) -> float | None:
@@ -106,6 +150,14 @@ class Profile:
     @property
     def native(self) -> int:
         return self.size or DEFAULT_SIZE[self.family]
+
+
+# (flag, IP-Adapter kind, profile setting, PromptSpec field of its image URLs) of the references a prompt can carry
+REFERENCE_FLAGS = (
+    ("--sref", "style", "ip_adapter_style", "style_refs"),
+    ("--cref", "face", "ip_adapter_face", "character_refs"),
+)
+REFERENCE_WORDS = {"style": "style reference", "face": "character reference"}
 
 
 def detect_family(source: str) -> str | None:
@@ -155,6 +207,25 @@ def _versions_of(values: dict[str, Any]) -> tuple[str, ...]:
     return tuple(str(v) for v in ([versions] if isinstance(versions, str) else versions))
 
 
+def _adapter_of(values: dict[str, Any], key: str) -> AdapterSource | None:
+    table = values.get(key)
+    if table is None:
+        return None
+    where = f"profile {values.get('name', values['model'])!r}: {key}"
+    names = [f.name for f in fields(AdapterSource)]
+    if not isinstance(table, dict):
+        raise ProfileError(f"{where} must be a table of {', '.join(names)}")
+    if unknown := sorted(set(table) - set(names)):
+        raise ProfileError(f"{where}: unknown setting {', '.join(unknown)}; it takes {', '.join(names)}")
+    if missing := [name for name in ("model", "weight_name") if not table.get(name)]:
+        raise ProfileError(f"{where} has no {' or '.join(missing)}")
+    return AdapterSource(**{name: str(value) for name, value in table.items()})
+
+
+def _adapter_kinds(values: dict[str, Any]) -> frozenset[str]:
+    return frozenset(kind for key, kind in ADAPTERS.items() if values.get(key) is not None)
+
+
 def profile_from(values: dict[str, Any]) -> Profile:
     """A profile from a TOML table (or keyword arguments), checked."""
     model = _model_of(values)
@@ -164,6 +235,14 @@ def profile_from(values: dict[str, Any]) -> Profile:
             f"cannot tell which family {model!r} is; set family to one of {', '.join(FAMILIES)}"
             if family is None
             else f"model {model!r}: family {family!r} is not one of {', '.join(FAMILIES)}"
+        )
+    if _adapter_kinds(values) and family not in ADAPTER_FAMILIES:
+        raise ProfileError(f"model {model!r}: IP-Adapters work on {', '.join(ADAPTER_FAMILIES)} models, not {family}")
+    adapters = {key: _adapter_of(values, key) for key in ADAPTERS}
+    if len({source.encoder_path for source in adapters.values() if source is not None}) > 1:
+        raise ProfileError(
+            f"model {model!r}: its IP-Adapters share one image encoder, but name different ones; "
+            "use adapters made for the same encoder (e.g. all ViT-H) and the same image_encoder"
         )
     scheduler = values.get("scheduler", "default")
     if scheduler not in SCHEDULERS:
@@ -186,6 +265,8 @@ def profile_from(values: dict[str, Any]) -> Profile:
         negative_guidance=float(values.get("negative_guidance", 2.0)),
         inpaint_guidance=float(values["inpaint_guidance"]) if "inpaint_guidance" in values else None,
         speedups=str(values["speedups"]) if values.get("speedups") is not None else None,
+        captioner=str(values["captioner"]) if values.get("captioner") else None,
+        **adapters,
     )
 
 
@@ -220,20 +301,71 @@ def load_versions(
     tables = _tables(model, models_file, None, extra)
     for table in tables:
         _model_of(table)
-    return Versions(tuple(_versions_of(table) for table in tables))
+    return Versions(
+        tuple(_versions_of(table) for table in tables),
+        tuple(_adapter_kinds(table) for table in tables),
+        any(table.get("captioner") for table in tables),
+    )
 
 
 @dataclass(frozen=True)
 class Versions:
-    """--v / --niji labels to profiles, by their place in the configuration; a prompt with neither gets
-    the first profile. This is the rule of what a diffusers server accepts: the engine checks prompts
-    with it (`DiffusionEngine.check`), and so does an API node, which loads no model (`load_versions`)."""
+    """--v / --niji labels to profiles, by their place in the configuration (a prompt with neither gets
+    the first profile), and what else each profile can do: its IP-Adapters, a captioner. This is the
+    rule of what a diffusers server accepts: the engine checks prompts with it (`VersionRules`), and so
+    does an API node, which loads no model (`load_versions`)."""
 
     labels: Sequence[tuple[str, ...]] = field(default_factory=tuple)  # each profile's `versions`; "*" = any
+    adapters: Sequence[frozenset[str]] = ()  # each profile's IP-Adapters, by reference kind (Profile.adapters)
+    describes: bool = False  # whether a profile names a captioner
 
     @classmethod
     def of(cls, profiles: Iterable[Profile]) -> Versions:
-        return cls(tuple(profile.versions for profile in profiles))
+        profiles = list(profiles)
+        return cls(
+            tuple(profile.versions for profile in profiles),
+            tuple(frozenset(profile.adapters) for profile in profiles),
+            any(profile.captioner for profile in profiles),
+        )
+
+    def check(self, prompt: PromptSpec) -> None:
+        """The rule of what a diffusers server draws: a served version, and a reference (--sref, --cref)
+        only where that version's model has the IP-Adapter for it. InvalidRequest otherwise."""
+        self.check_references(prompt, [kind for _, kind, _, refs in REFERENCE_FLAGS if getattr(prompt, refs, ())])
+
+    def check_references(self, prompt: PromptSpec, kinds: Iterable[str]) -> None:
+        """References of `kinds` ("style", "face") only where the prompt's model has their adapters."""
+        index, kinds = self.index_of(prompt), set(kinds)
+        for flag, kind, setting, _ in REFERENCE_FLAGS:
+            if kind in kinds and kind not in self._adapters_of(index):
+                raise InvalidRequest(
+                    f"{flag}: the model that draws {self._version_words(prompt)} has no {kind} IP-Adapter, so it "
+                    f"cannot follow a {REFERENCE_WORDS[kind]}; its profile needs {setting} (or leave {flag} out)"
+                )
+
+    def check_blend(self, prompt: PromptSpec) -> None:
+        """Blend mixes the images through the model's IP-Adapter: refused where it has none."""
+        index = self.index_of(prompt)
+        if "image" not in self._adapters_of(index):
+            raise InvalidRequest(
+                f"blend: the model that draws {self._version_words(prompt)} has no IP-Adapter to mix images with; "
+                "its profile needs ip_adapter"
+            )
+
+    def check_shorten(self, prompt: PromptSpec) -> None:
+        self.index_of(prompt)
+        check_shortenable(prompt.text)
+
+    def check_describe(self) -> None:
+        if not self.describes:
+            raise InvalidRequest("describe: no captioning model is configured; a profile needs captioner")
+
+    def _adapters_of(self, index: int) -> frozenset[str]:
+        return self.adapters[index] if index < len(self.adapters) else frozenset()
+
+    def _version_words(self, prompt: PromptSpec) -> str:
+        label = self.label_of(prompt.version, prompt.niji)
+        return f"version {label}" if label else "prompts without --v"
 
     def label_of(self, version: str | None, niji: str | None) -> str | None:
         return f"niji{niji}" if niji is not None else version
@@ -263,13 +395,30 @@ class Versions:
         return sorted({label for labels in self.labels for label in labels})
 
 
+class VersionRules:
+    """What a diffusers server accepts, read from its `versions` table: the rules of the engine and of
+    an API node of a fleet (`ProfileRules`) alike. Blend, Describe and Shorten have their own checks,
+    for the submits of those actions."""
+
+    versions: Versions
+
+    def check(self, prompt: PromptSpec) -> None:
+        self.versions.check(prompt)
+
+    def check_blend(self, prompt: PromptSpec) -> None:
+        self.versions.check_blend(prompt)
+
+    def check_shorten(self, prompt: PromptSpec) -> None:
+        self.versions.check_shorten(prompt)
+
+    def check_describe(self) -> None:
+        self.versions.check_describe()
+
+
 @dataclass(frozen=True)
-class ProfileRules:
+class ProfileRules(VersionRules):
     """What a diffusers server accepts, known from its profiles alone: the prompt rules of an API node
     of a fleet, which draws nothing and so loads no model (see `engines.load_prompt_rules`)."""
 
     versions: Versions
     name: str = "diffusers"
-
-    def check(self, prompt: PromptSpec) -> None:
-        self.versions.index_of(prompt)
