@@ -32,6 +32,9 @@ class Inputs:
     source: Image | None = None  # the parent image this task starts from
     mask: Mask | None = None  # Vary (Region): True = repaint, at the source's size
     image_prompts: list[Image] = field(default_factory=list)
+    style_refs: list[Image] = field(default_factory=list)  # --sref images
+    character_refs: list[Image] = field(default_factory=list)  # --cref images
+    images: list[Image] = field(default_factory=list)  # Blend and Describe: the images the client sent
 
 
 @dataclass
