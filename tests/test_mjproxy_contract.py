@@ -223,8 +223,10 @@ def test_error_codes(relay) -> None:  # type: ignore[no-untyped-def]
     assert missing.code == 3
     for body in ({}, {"prompt": 7}, {"prompt": "x --ar 0:0"}):
         assert new_api_submit(client, "/mj/submit/imagine", body).code == 4
-    describe = new_api_submit(client, "/mj/submit/describe", {"base64": png_data_url(np.zeros((8, 8), np.uint8))})
-    assert describe.code == 4 and "not supported" in (describe.description or "")
+    edits = new_api_submit(
+        client, "/mj/submit/edits", {"prompt": "x", "image": png_data_url(np.zeros((8, 8), np.uint8))}
+    )
+    assert edits.code == 4 and "not supported" in (edits.description or "")
     for _ in range(20):
         new_api_submit(client, "/mj/submit/imagine", {"prompt": "filler"})
     full = new_api_submit(client, "/mj/submit/imagine", {"prompt": "one too many"})

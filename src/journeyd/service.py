@@ -252,15 +252,23 @@ class TaskService:
         return self._insert(task, caller, cleanup=bool(keys))
 
     def describe(
-        self, caller: Caller, image: str, *, speed: str | None = None, client: ClientData = NO_CLIENT_DATA
+        self,
+        caller: Caller,
+        image: str,
+        *,
+        field: str = "image",
+        speed: str | None = None,
+        client: ClientData = NO_CLIENT_DATA,
     ) -> Task:
-        """/describe: four prompts for an image (a URL, a data URL or base64)."""
+        """/describe: four prompts for an image (a URL, a data URL or base64), sent in request field `field`."""
         replayed = self._replay(caller)
         if replayed is not None:
             return replayed
         if not isinstance(image, str) or not image.strip():
             raise InvalidRequest("send the image to describe: base64 (or a data URL), or link (an http(s) URL)")
-        return self._analyse(caller, Action.DESCRIBE, Op.DESCRIBE, "", PromptSpec(), speed, client, images=[image])
+        return self._analyse(
+            caller, Action.DESCRIBE, Op.DESCRIBE, "", PromptSpec(), speed, client, images=[image], field=field
+        )
 
     def blend(
         self,
@@ -320,6 +328,7 @@ class TaskService:
         client: ClientData,
         *,
         images: Sequence[str] = (),
+        field: str = "base64Array",
     ) -> Task:
         """Queue a Describe, Blend or Shorten, with the images it works on (fetched now, so a bad one is a
         4xx). Like every task it runs on a worker: the engine, and its models, are there."""

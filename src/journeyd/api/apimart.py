@@ -268,7 +268,7 @@ def task_view(task: Task, request: Request) -> dict[str, Any]:
         "action": task.action.value,
         "progress": f"{task.progress}%",
         "prompt": task.prompt,
-        "grid_image_url": f"{base}/{result.grid}" if result else None,
+        "grid_image_url": f"{base}/{result.grid}" if result and result.grid else None,  # a shorten has no image
         "image_urls": [f"{base}/{key}" for key in result.images] if result else [],
         "preview_url": f"{base}/{task.preview}" if task.preview else None,
         "buttons": _buttons(task.buttons),
@@ -285,6 +285,7 @@ def task_view(task: Task, request: Request) -> dict[str, Any]:
             "seed": task.seed,
             "width": result.width if result else None,
             "height": result.height if result else None,
+            "prompts": list(result.prompts) if result else [],  # describe's four, shorten's five: what buttons imagine
         },
     }
 
