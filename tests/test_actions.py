@@ -278,3 +278,77 @@ def test_a_failed_describe_is_refunded(mj: Mj, monkeypatch: pytest.MonkeyPatch) 
     task = mj.fetch(answer["result"])
     assert task["status"] == "FAILURE" and "lens fell off" in task["failReason"]
     assert mj.balance == CREDITS
+
+
+# --- references, idempotency, webhooks -------------------------------------------------------------------
+class Pictures:
+    """A fetcher serving fixed pictures by URL (the real one refuses the test's private addresses)."""
+
+    def __init__(self, pictures: dict[str, np.ndarray]) -> None:
+        self.pictures = pictures
+
+    def fetch(self, source: str, *, what: str = "image") -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(self.pictures[source]).save(buffer, "PNG")
+        return buffer.getvalue()
+
+    def check_url(self, url: str, *, what: str) -> None:
+        pass
+
+
+def test_style_and_character_references_reach_an_engine_that_takes_them(
+    mj: Mj, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from journeyd.engines.classic import ClassicEngine
+
+    style, face = "https://refs.test/style.png", "https://refs.test/face.png"
+    mj.runtime.service.fetcher = Pictures({style: picture("stripes"), face: picture("landscape")})  # type: ignore[assignment]
+    mj.runtime.service.check_prompt = lambda spec: None  # as an engine with an IP-Adapter accepts them
+    seen: dict[str, Any] = {}
+    drawn = ClassicEngine.generate
+
+    def generate(self, prompt, size, seeds, progress, init_images=(), **references):  # type: ignore[no-untyped-def]
+        seen.update(references, prompt=prompt)
+        return drawn(self, prompt, size, seeds, progress, init_images)
+
+    monkeypatch.setattr(ClassicEngine, "generate", generate)
+    answer = mj.submit("/mj/submit/imagine", {"prompt": f"a fox --sref {style} --sw 250 --cref {face} --cw 40"})
+    task = mj.done(answer["result"])
+    assert np.array_equal(seen["style_refs"][0], picture("stripes"))
+    assert np.array_equal(seen["character_refs"][0], picture("landscape"))
+    assert seen["prompt"].style_weight == 250 and seen["prompt"].character_weight == 40
+    assert task["promptEn"] == f"a fox --sref {style} --sw 250 --cref {face} --cw 40"
+    keys = sorted(p.name for p in (mj.runtime.settings.images_dir).rglob("input-*.png"))
+    assert keys == ["input-cref-0.png", "input-sref-0.png"]
+
+
+def test_a_retried_imagine_all_gets_the_same_four_tasks(mj: Mj) -> None:
+    described = mj.done(mj.submit("/mj/submit/describe", {"base64": png_data_url(picture("landscape"))})["result"])
+    body = {"taskId": described["id"], "customId": "MJ::Job::PicReader::all"}
+    headers = {**mj.headers, "Idempotency-Key": "all-1"}
+    first = mj.client.post("/mj/submit/action", json=body, headers=headers).json()
+    again = mj.client.post("/mj/submit/action", json=body, headers=headers).json()
+    assert first["code"] == again["code"] == 1 and first["result"] == again["result"]
+    assert len(first["result"].split(",")) == 4 and mj.task_count() == 1 + 4
+    assert mj.balance == CREDITS - 2 - 4 * 4
+
+
+def test_a_describe_is_posted_to_its_notify_hook_with_its_prompts(mj: Mj) -> None:
+    from journeyd.media.fetch import Posted
+
+    posted: list[dict[str, Any]] = []
+
+    class Receiver:
+        def post(self, url: str, body: bytes, headers: dict[str, str], *, what: str) -> Posted:
+            posted.append(json.loads(body))
+            return Posted(200)
+
+    mj.runtime.notifier.poster = Receiver()
+    mj.runtime.service.hooks = Pictures({})  # type: ignore[assignment]  # any hook URL is fine here
+    body = {"base64": png_data_url(picture("stripes")), "notifyHook": "https://hooks.test/mj"}
+    mj.done(mj.submit("/mj/submit/describe", body)["result"])
+    for _ in range(5):
+        mj.runtime.notifier.run_once()
+        mj.runtime.clock.advance(10)  # type: ignore[attr-defined]
+    final = [p for p in posted if p["status"] == "SUCCESS"]
+    assert final and final[-1]["action"] == "DESCRIBE" and final[-1]["properties"]["finalPrompt"].startswith("1️⃣ ")
