@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +229,24 @@ def test_shorten_weighs_the_words_and_its_buttons_imagine_the_shorter_prompts(mj
     mj.submit("/mj/submit/modal", {"taskId": picked["result"]})
     imagined = mj.done(picked["result"])
     assert imagined["prompt"] == options[1] and imagined["width"] > imagined["height"]  # keeps the --ar 3:2
+
+
+def test_a_prompt_too_short_to_shorten_fails_with_the_reason_and_a_refund(mj: Mj) -> None:
+    answer = mj.submit("/mj/submit/shorten", {"prompt": "a beautiful cat"})
+    mj.runtime.run_pending()
+    task = mj.fetch(answer["result"])
+    assert task["status"] == "FAILURE" and "too few for 5 shorter prompts" in task["failReason"]
+    assert mj.balance == CREDITS
+
+
+def test_the_cli_shows_a_describes_prompts(mj: Mj) -> None:
+    from journeyd.task_views import detail
+
+    task = mj.done(mj.submit("/mj/submit/describe", {"base64": png_data_url(picture("landscape"))})["result"])
+    found = mj.runtime.store.get_tasks(numbers=[int(task["id"])])[0]
+    shown = detail(found, "http://x/images")
+    assert re.findall(r"^prompt (\d) ", shown, re.MULTILINE) == ["1", "2", "3", "4"]
+    assert "low horizon" in shown
 
 
 # --- bad input -----------------------------------------------------------------------------------------

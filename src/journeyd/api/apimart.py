@@ -148,11 +148,14 @@ class ButtonView(_Answer):
 
 
 class TaskProperties(_Answer):
-    finalPrompt: str = Field(..., description="The prompt as the engine reads it, overrides applied")
+    finalPrompt: str = Field(
+        ..., description="The prompt as the engine reads it, overrides applied; a describe's or shorten's answer"
+    )
     engine: str | None
     seed: int
     width: int | None
     height: int | None
+    prompts: list[str] = Field(..., description="A describe's four prompts or a shorten's five; [] otherwise")
 
 
 class TaskView(_Answer):
@@ -285,7 +288,7 @@ def task_view(task: Task, request: Request) -> dict[str, Any]:
             "seed": task.seed,
             "width": result.width if result else None,
             "height": result.height if result else None,
-            "prompts": list(result.prompts) if result else [],  # describe's four, shorten's five: what buttons imagine
+            "prompts": list(result.prompts) if result else [],
         },
     }
 
