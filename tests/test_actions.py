@@ -257,7 +257,13 @@ BAD = [
         "/mj/submit/blend", {"base64Array": ["A", "B"], "dimensions": "WIDE"}, 400, "dimensions", id="bad dim"
     ),
     pytest.param("/mj/submit/describe", {"base64": "bm90IGFuIGltYWdl"}, 422, "base64", id="describe a non-image"),
-    pytest.param("/mj/submit/describe", {"link": "http://169.254.169.254/latest"}, 422, "link", id="hostile link"),
+    pytest.param(
+        "/mj/submit/describe",
+        {"link": "http://169.254.169.254/latest"},
+        422,
+        "link resolves to 169.254.169.254",
+        id="hostile link",
+    ),
     pytest.param("/mj/submit/describe", {}, 400, "image to describe", id="describe nothing"),
     pytest.param("/mj/submit/shorten", {"prompt": "fox " * 600}, 400, "limit is 2000", id="over-long shorten"),
     pytest.param("/mj/submit/shorten", {"prompt": "--ar 3:2"}, 400, "no words", id="shorten only flags"),

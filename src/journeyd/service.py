@@ -335,9 +335,7 @@ class TaskService:
         client = self._client(client)
         self._check_queue(caller)
         task_id = self.ids.new()
-        keys = self._store_images(
-            task_id, {"images": list(images)}, field="base64Array" if len(images) > 1 else "base64"
-        )
+        keys = self._store_images(task_id, {"images": list(images)}, field=field)
         task = self._new_task(
             caller,
             task_id=task_id,

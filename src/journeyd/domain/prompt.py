@@ -26,10 +26,8 @@ DEFAULT_NIJI = "6"
 MAX_ASPECT = 8.0  # widest ratio accepted either way: 8:1 .. 1:8
 MAX_SIDE = 16384  # pixels, for a size given as width and height
 MAX_STEPS = 150
-MAX_GUIDANCE = 30.0
-MAX_REFERENCES = (
-    5  # images one --sref or --cref may list  # FLUX.1-Fill runs at 30, the highest any supported model wants
-)
+MAX_GUIDANCE = 30.0  # FLUX.1-Fill runs at 30, the highest any supported model wants
+MAX_REFERENCES = 5  # images one --sref or --cref may list
 
 _URL = re.compile(r"<?(https?://[^\s<>]+)>?$")
 # A flag starts at "--" (or the em dash phones type for it) after whitespace, followed by a letter.
@@ -71,8 +69,9 @@ _ALIASES = {
     "cw": "character_weight",
 }
 _REFERENCES = {"style_refs": "style_weight", "character_refs": "character_weight"}  # a reference list -> its weight
-DEFAULT_STYLE_WEIGHT = 100  # --sw when --sref is given without it, as Midjourney does
-DEFAULT_CHARACTER_WEIGHT = 100  # --cw likewise
+# What an engine takes for --sw and --cw when --sref or --cref comes without one, as Midjourney does
+DEFAULT_STYLE_WEIGHT = 100
+DEFAULT_CHARACTER_WEIGHT = 100
 
 _FLAG_NAMES = {
     "image_weight": "iw",

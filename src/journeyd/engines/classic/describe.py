@@ -175,6 +175,7 @@ def _scene(top: np.ndarray, bottom: np.ndarray, has_horizon: bool) -> str | None
     """The theme whose colours are nearest the picture's halves, if near enough to name."""
     best, best_distance = None, 0.0
     for theme, colours in THEME_COLOURS.items():
+        # a sky-over-ground scene needs the horizon it is drawn with; a forest, sea or city can fill the frame
         if theme in SCENIC and not has_horizon and theme not in ("forest", "water", "city"):
             continue
         palette = np.array(colours, dtype=np.float32)
