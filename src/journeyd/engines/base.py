@@ -135,10 +135,13 @@ class Engine(PromptRules, Protocol):
 
 
 @runtime_checkable
-class BatchEngine(Engine, Protocol):
+class BatchEngine(Protocol):
     """An engine that can draw several Imagine tasks in one call, as a GPU engine gains from: the
     worker asks for the batch key of queued tasks, and runs back-to-back tasks with equal keys
-    together."""
+    together. (Only what batching needs: `isinstance` checks every member, and an engine batches
+    whatever other actions it has.)"""
+
+    def canvas_size(self, prompt: PromptSpec) -> tuple[int, int]: ...
 
     def batch_key(self, prompt: PromptSpec) -> object | None:
         """Tasks whose keys are equal can share one `generate_batch` call; None: this one cannot."""
