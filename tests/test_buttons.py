@@ -184,6 +184,10 @@ def custom_ids(draw: st.DrawFn) -> CustomId:
         return CustomId(kind, job, zoom=draw(st.sampled_from([50, 75, 100])))
     if kind is Kind.PAN:
         return CustomId(kind, job, direction=draw(st.sampled_from(PAN_DIRECTIONS)))
+    if kind in (Kind.PIC_READER, Kind.PROMPT_ANALYZER):  # Midjourney's own name no job
+        return CustomId(kind, "", draw(st.integers(1, 4 if kind is Kind.PIC_READER else 5)))
+    if kind in (Kind.PIC_READER_ALL, Kind.PIC_READ_RETRY):
+        return CustomId(kind, "")
     return CustomId(kind, job)
 
 
@@ -194,6 +198,18 @@ def test_custom_ids_round_trip(cid: CustomId) -> None:
     assert parse_custom_id(text) == cid
     assert format_custom_id(parse_custom_id(text)) == text
     plan_for(cid)  # every well-formed customId has a plan
+
+
+def test_describe_and_shorten_buttons_are_midjourneys_and_may_name_their_job() -> None:
+    job = "0b5e6f9c-1d2e-4f3a-8b7c-6d5e4f3a2b1c"
+    assert parse_custom_id("MJ::Job::PicReader::3") == CustomId(Kind.PIC_READER, "", 3)
+    assert parse_custom_id(f"MJ::Job::PicReader::3::{job}") == CustomId(Kind.PIC_READER, job, 3)
+    assert parse_custom_id("MJ::Job::PicReader::all").kind is Kind.PIC_READER_ALL
+    assert parse_custom_id("MJ::Picread::Retry").kind is Kind.PIC_READ_RETRY
+    assert parse_custom_id("MJ::Job::PromptAnalyzer::5") == CustomId(Kind.PROMPT_ANALYZER, "", 5)
+    for text in ("MJ::Job::PicReader::5", "MJ::Job::PromptAnalyzer::6", "MJ::Job::PicReader::0"):
+        with pytest.raises(InvalidRequest):
+            parse_custom_id(text)
 
 
 @settings(max_examples=200, deadline=None)

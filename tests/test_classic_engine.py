@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from journeyd.domain.errors import TaskCancelled
+from journeyd.domain.errors import InvalidRequest, TaskCancelled
 from journeyd.domain.prompt import parse_prompt
 from journeyd.engines.base import Engine
 from journeyd.engines.classic import ClassicEngine
@@ -474,3 +474,79 @@ def test_blur_fill_continues_a_gradient_and_leaves_trivial_masks_alone() -> None
     image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     np.testing.assert_array_equal(blur_fill(image, np.zeros((32, 32), bool)), image)
     np.testing.assert_array_equal(blur_fill(image, np.ones((32, 32), bool)), image)
+
+
+# --- describe, blend, shorten ----------------------------------------------------------------------------
+def _landscape(width: int = 128, height: int = 96) -> np.ndarray:
+    """A dusky blue sky over a dark brown ground, the horizon low."""
+    image = np.zeros((height, width, 3), np.uint8)
+    image[:] = (70, 90, 140)
+    image[int(height * 0.72) :] = (60, 40, 20)
+    return image
+
+
+def _stripes(width: int = 128, height: int = 96) -> np.ndarray:
+    y, x = np.mgrid[0:height, 0:width]
+    image = np.zeros((height, width, 3), np.uint8)
+    image[((x + y) // 10) % 2 == 0] = (235, 205, 40)
+    image[((x + y) // 10) % 2 == 1] = (30, 140, 70)
+    return image
+
+
+def test_describe_says_what_the_pixels_show(engine: ClassicEngine) -> None:
+    prompts = engine.describe(_landscape(), 7, quiet)
+    assert len(prompts) == 4 and len(set(prompts)) == 4
+    caption, style, lighting, short = prompts
+    assert "low horizon" in caption and "dusky" in caption
+    assert style.startswith(caption) and "style" in style  # caption + style
+    assert lighting.startswith(caption) and "light" in lighting and "framing" in lighting  # + lighting/composition
+    assert len(short) < len(caption) and "," in short  # shortened
+    assert "horizon" not in engine.describe(_stripes(), 7, quiet)[0]  # diagonal stripes have none
+    assert "fox" not in " ".join(prompts)  # it names what it measures, never a subject it cannot see
+    assert engine.describe(_landscape(), 7, quiet) == prompts  # the same seed, the same words
+
+
+def test_blend_keeps_one_images_structure_in_anothers_colours(engine: ClassicEngine) -> None:
+    landscape, stripes = _landscape(), _stripes()
+    tiles = engine.blend([landscape, stripes], parse_prompt(""), (128, 96), SEEDS, quiet)
+    assert [tile.shape for tile in tiles] == [(96, 128, 3)] * 4 and len({t.tobytes() for t in tiles}) == 4
+    average = ((landscape.astype(np.float32) + stripes) / 2).astype(np.uint8)
+    assert all(mean_abs_diff(tile, average) > 15 for tile in tiles)  # never a plain average
+
+    def detail(image: np.ndarray) -> float:  # share of edge pixels: the stripes have many, the landscape one line
+        return float((cv2.Canny(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), 30, 90) > 0).mean())
+
+    def near(tile: np.ndarray, source: np.ndarray) -> bool:
+        return bool(np.abs(channel_means([tile]) - channel_means([source])).max() < 30)
+
+    kinds = set()
+    for tile in tiles:  # each: one image's structure in the other's colours
+        if detail(tile) > 0.5 * detail(stripes):
+            assert near(tile, landscape) and not near(tile, stripes)
+            kinds.add("stripes in the landscape's colours")
+        else:
+            assert detail(tile) < 2 * detail(landscape) and near(tile, stripes) and not near(tile, landscape)
+            kinds.add("the landscape in the stripes' colours")
+    assert len(kinds) == 2  # the seed picks the pairing
+
+
+def test_shorten_weighs_the_words_it_draws(engine: ClassicEngine) -> None:
+    shortened = engine.shorten(parse_prompt("a beautiful portrait of a wizard in a dark forest, purple, 8k"))
+    weights = dict(shortened.weights)
+    assert [word for word, _ in shortened.weights][:4] == ["a", "beautiful", "portrait", "of"]  # prompt order
+    assert weights["wizard"] == 1.0 and weights["forest"] > weights["purple"] > weights["dark"] > 0
+    assert weights["beautiful"] == weights["8k"] == weights["a"] == 0.0
+    assert len(shortened.prompts) == 5 and len(set(shortened.prompts)) == 5
+    assert shortened.prompts[0] == "portrait wizard dark forest purple"
+    assert all("8k" not in prompt and "beautiful" not in prompt for prompt in shortened.prompts)
+    heavier = dict(engine.shorten(parse_prompt("a wizard, purple::3 forest, dark")).weights)
+    assert heavier["purple"] > heavier["forest"]  # a part's :: weight scales its words
+    with pytest.raises(InvalidRequest, match="too few"):
+        engine.shorten(parse_prompt("a beautiful cat"))
+
+
+def test_references_are_refused_at_submit_by_an_engine_without_an_adapter(engine: ClassicEngine) -> None:
+    for flag in ("--sref", "--cref"):
+        with pytest.raises(InvalidRequest, match=f"no IP-Adapter; {flag} needs the diffusers engine"):
+            engine.check(parse_prompt(f"a fox {flag} https://example.com/a.png"))
+    engine.check(parse_prompt("https://example.com/a.png a fox --iw 2"))  # image prompts it does follow

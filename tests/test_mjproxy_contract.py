@@ -177,6 +177,37 @@ def test_new_api_imagine_upscale_and_region(relay) -> None:  # type: ignore[no-u
     assert done.status == "SUCCESS" and done.progress == "100%" and done.prompt == "a lotus flower"
 
 
+def _pictures(count: int) -> list[str]:
+    """Distinct small PNG data URLs, as a client uploads them."""
+    rng = np.random.default_rng(count)
+    return [png_data_url(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)) for _ in range(count)]
+
+
+def test_new_api_blend_and_describe(relay) -> None:  # type: ignore[no-untyped-def]
+    """new-api relays /mj/submit/blend and /describe bodies as its users send them (controller relay-mj)."""
+    client, runtime = relay
+    blend = new_api_submit(
+        client,
+        "/mj/submit/blend",
+        {"botType": "MID_JOURNEY", "base64Array": _pictures(3), "dimensions": "LANDSCAPE", "state": "b-1"},
+    )
+    describe = new_api_submit(client, "/mj/submit/describe", {"botType": "MID_JOURNEY", "base64": _pictures(1)[0]})
+    assert blend.code == 1 and describe.code == 22  # queued behind the blend
+    assert not any(finished(t) for t in new_api_poll(client, [blend.result, describe.result]).values())  # type: ignore[list-item]
+    runtime.run_pending()
+    polled = new_api_poll(client, [blend.result, describe.result])  # type: ignore[list-item]
+    blended, described = polled[blend.result], polled[describe.result]  # type: ignore[index]
+    assert blended.action == "BLEND" and finished(blended) and blended.state == "b-1" and blended.imageUrl
+    assert described.action == "DESCRIBE" and finished(described) and described.imageUrl
+    assert described.properties and (described.properties.finalPrompt or "").startswith("1️⃣ ")
+    assert described.promptEn == described.properties.finalPrompt
+
+    u1 = next(b["customId"] for b in blended.buttons if b["label"] == "U1")  # U1 on a blend, as new-api presses it
+    upscale = new_api_submit(client, "/mj/submit/action", {"customId": u1, "taskId": blended.id})
+    runtime.run_pending()
+    assert new_api_poll(client, [upscale.result])[upscale.result].status == "SUCCESS"  # type: ignore[index, list-item]
+
+
 def test_new_api_change_simple_change_and_seed(relay) -> None:  # type: ignore[no-untyped-def]
     client, runtime = relay
     grid_id = new_api_submit(client, "/mj/submit/imagine", {"prompt": "an owl"}).result
@@ -223,8 +254,10 @@ def test_error_codes(relay) -> None:  # type: ignore[no-untyped-def]
     assert missing.code == 3
     for body in ({}, {"prompt": 7}, {"prompt": "x --ar 0:0"}):
         assert new_api_submit(client, "/mj/submit/imagine", body).code == 4
-    describe = new_api_submit(client, "/mj/submit/describe", {"base64": png_data_url(np.zeros((8, 8), np.uint8))})
-    assert describe.code == 4 and "not supported" in (describe.description or "")
+    edits = new_api_submit(
+        client, "/mj/submit/edits", {"prompt": "x", "image": png_data_url(np.zeros((8, 8), np.uint8))}
+    )
+    assert edits.code == 4 and "not supported" in (edits.description or "")
     for _ in range(20):
         new_api_submit(client, "/mj/submit/imagine", {"prompt": "filler"})
     full = new_api_submit(client, "/mj/submit/imagine", {"prompt": "one too many"})
@@ -318,6 +351,48 @@ def test_chatgpt_web_flow(relay) -> None:  # type: ignore[no-untyped-def]
     assert [t["id"] for t in gallery] == [task["id"], upscaled["id"]]
     seed = dooy(client, f"/mj/task/{task['id']}/image-seed")
     assert int(seed["result"]) > 0
+
+
+def test_chatgpt_web_describe_blend_and_shorten(relay) -> None:  # type: ignore[no-untyped-def]
+    """Dooy's img2txt, blend and shorten bodies (aiBlend.vue, mjText.vue), and its changeV2 press: action, and
+    when the description says "confirm", modal with `properties.finalPrompt`."""
+    client, runtime = relay
+    d = dooy(client, "/mj/submit/describe", {"base64": _pictures(1)[0], "botType": "MID_JOURNEY"})
+    assert d["code"] == 1
+    runtime.run_pending()
+    described = dooy(client, f"/mj/task/{d['result']}/fetch")
+    assert described["status"] == "SUCCESS" and described["progress"] == "100%"
+    for button in described["buttons"]:
+        Button.model_validate(button)
+    pick = next(b["customId"] for b in described["buttons"] if "Job::PicReader::2" in b["customId"])
+    assert any("Picread::Retry" in b["customId"] for b in described["buttons"])
+    d = dooy(client, "/mj/submit/action", {"customId": pick, "taskId": described["id"]})
+    assert d["code"] == 21 and "confirm" in d["description"]
+    d = dooy(client, "/mj/submit/modal", {"taskId": d["result"], "prompt": d["properties"]["finalPrompt"]})
+    assert d["code"] == 1
+    runtime.run_pending()
+    imagined = dooy(client, f"/mj/task/{d['result']}/fetch")
+    second = described["properties"]["finalPrompt"].split("\n\n")[1].split(" ", 1)[1]
+    assert imagined["status"] == "SUCCESS" and imagined["prompt"] == second
+
+    d = dooy(
+        client, "/mj/submit/blend", {"base64Array": _pictures(2), "botType": "MID_JOURNEY", "dimensions": "SQUARE"}
+    )
+    runtime.run_pending()
+    blended = dooy(client, f"/mj/task/{d['result']}/fetch")
+    assert blended["status"] == "SUCCESS" and blended["width"] == blended["height"]
+    assert any(":upsample::1" in b["customId"] for b in blended["buttons"])
+
+    d = dooy(client, "/mj/submit/shorten", {"prompt": "a red fox in a snowy forest at dusk, highly detailed"})
+    runtime.run_pending()
+    shortened = dooy(client, f"/mj/task/{d['result']}/fetch")
+    assert shortened["status"] == "SUCCESS" and "**SHORTENED OPTIONS**" in shortened["properties"]["finalPrompt"]
+    pick = next(b["customId"] for b in shortened["buttons"] if "PromptAnalyzer::1" in b["customId"])
+    d = dooy(client, "/mj/submit/action", {"customId": pick, "taskId": shortened["id"]})
+    assert d["code"] == 21
+    d = dooy(client, "/mj/submit/modal", {"taskId": d["result"], "prompt": d["properties"]["finalPrompt"]})
+    runtime.run_pending()
+    assert dooy(client, f"/mj/task/{d['result']}/fetch")["prompt"] == "red fox snowy forest dusk"
 
 
 # --- ChatGPT-Midjourney (NextChat fork) --------------------------------------------------------------------

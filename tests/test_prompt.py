@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import string
 
 import pytest
@@ -54,10 +55,33 @@ def test_weights_split_the_text_and_negative_weights_become_negative_terms() -> 
 
 
 def test_unknown_flags_are_kept_verbatim_not_dropped() -> None:
-    spec = parse_prompt("a cat --sref https://x.test/s.png --sw 50 --ar 1:1 --p")
-    assert spec.extra_flags == ("--sref https://x.test/s.png", "--sw 50", "--p")
-    assert "--sref https://x.test/s.png --sw 50 --p" in spec.render()
+    spec = parse_prompt("a cat --oref https://x.test/s.png --ow 50 --ar 1:1 --p")
+    assert spec.extra_flags == ("--oref https://x.test/s.png", "--ow 50", "--p")
+    assert "--oref https://x.test/s.png --ow 50 --p" in spec.render()
     assert parse_prompt(spec.render()) == spec
+
+
+def test_style_and_character_references_with_their_weights() -> None:
+    spec = parse_prompt("a cat --sref https://x.test/s.png <https://x.test/t.jpg> --sw 300 --cref https://x.test/c.png")
+    assert spec.style_refs == ("https://x.test/s.png", "https://x.test/t.jpg") and spec.style_weight == 300
+    assert spec.character_refs == ("https://x.test/c.png",) and spec.character_weight is None  # default 100
+    assert spec.text == "a cat" and spec.extra_flags == ()
+    assert (
+        spec.render() == "a cat --sref https://x.test/s.png https://x.test/t.jpg --sw 300 --cref https://x.test/c.png"
+    )
+    assert parse_prompt(spec.render()) == spec
+    assert parse_prompt("x --cref https://x.test/c.png --cw 0").character_weight == 0
+    for bad, needle in [
+        ("x --sref 12345", "image URLs"),  # Midjourney's style codes name its own styles
+        ("x --sw 100", "add --sref"),
+        ("x --cw 50", "add --cref"),
+        ("x --sref https://a.test/1.png --sw 1001", "--sw must be from 0 to 1000"),
+        ("x --cref https://a.test/1.png --cw 101", "--cw must be from 0 to 100"),
+        ("x --sref " + " ".join(f"https://a.test/{i}.png" for i in range(6)), "limit is 5"),
+        ("x --sref", "needs a value"),
+    ]:
+        with pytest.raises(PromptError, match=re.escape(needle)):
+            parse_prompt(bad)
 
 
 def test_double_dash_inside_words_is_text() -> None:
@@ -135,7 +159,7 @@ TEXT = st.lists(WORD, max_size=6).map(" ".join)
 URL = st.from_regex(r"https://[a-z]{1,8}\.test/[a-z0-9]{1,8}\.png", fullmatch=True)
 TERM = st.lists(st.text(alphabet=string.ascii_lowercase, min_size=1, max_size=6), min_size=1, max_size=3).map(" ".join)
 VERSION = st.sampled_from(["1", "4", "5", "5.2", "6", "6.1", "7", "8"])
-EXTRA = st.sampled_from(["--sref https://s.test/1.png", "--sw 100", "--p", "--cw 50", "--oref https://o.test/x.png"])
+EXTRA = st.sampled_from(["--p", "--oref https://o.test/x.png", "--exp 25"])
 
 
 @st.composite
@@ -160,6 +184,10 @@ def specs(draw: st.DrawFn) -> PromptSpec:
         speed=draw(st.none() | st.sampled_from(["relax", "fast", "turbo"])),
         steps=draw(st.none() | st.integers(1, 150)),
         guidance=draw(st.none() | st.sampled_from([0.0, 1.0, 3.5, 7.25, 30.0])),
+        style_refs=(style_refs := tuple(draw(st.lists(URL, max_size=2)))),
+        style_weight=draw(st.none() | st.integers(0, 1000)) if style_refs else None,
+        character_refs=(character_refs := tuple(draw(st.lists(URL, max_size=2)))),
+        character_weight=draw(st.none() | st.integers(0, 100)) if character_refs else None,
         extra_flags=tuple(draw(st.lists(EXTRA, max_size=2, unique=True))),
     )
 

@@ -18,7 +18,7 @@ from journeyd.domain.buttons import ResultKind
 from journeyd.domain.errors import JourneydError
 from journeyd.domain.lifecycle import Op
 from journeyd.domain.task import Task
-from journeyd.engines.base import BatchEngine, Engine, Image, Mask, Progress
+from journeyd.engines.base import DESCRIBED_PROMPTS, SHORTENED_OPTIONS, BatchEngine, Engine, Image, Mask, Progress
 from journeyd.imaging.canvas import Canvas, pan_canvas, zoom_canvas
 from journeyd.imaging.colour import match_colour
 from journeyd.imaging.composite import changed_beyond, composite, dilate, feather, feather_for
@@ -32,6 +32,9 @@ class Inputs:
     source: Image | None = None  # the parent image this task starts from
     mask: Mask | None = None  # Vary (Region): True = repaint, at the source's size
     image_prompts: list[Image] = field(default_factory=list)
+    style_refs: list[Image] = field(default_factory=list)  # --sref images
+    character_refs: list[Image] = field(default_factory=list)  # --cref images
+    images: list[Image] = field(default_factory=list)  # Blend and Describe: the images the client sent
 
 
 @dataclass
@@ -40,6 +43,8 @@ class Rendered:
     kind: ResultKind
     feather_px: int = 0  # composited ops: the feather's width
     changed_beyond_feather: tuple[int, ...] = ()  # composited ops: per image, pixels beyond it unlike the parent
+    prompts: tuple[str, ...] = ()  # Describe, Shorten
+    weights: tuple[tuple[str, float], ...] = ()  # Shorten
 
 
 def seeds_for(seed: int) -> list[int]:
@@ -51,7 +56,23 @@ def render(task: Task, inputs: Inputs, engine: Engine, progress: Progress, *, ma
     spec, seeds, op = task.spec, seeds_for(task.seed), task.op
     if op is Op.GENERATE:
         size = engine.canvas_size(spec)
-        return Rendered(engine.generate(spec, size, seeds, progress, inputs.image_prompts), "grid")
+        references = {
+            name: refs
+            for name, refs in (("style_refs", inputs.style_refs), ("character_refs", inputs.character_refs))
+            if refs  # only when there are some: an engine that takes none is never handed the keywords
+        }
+        return Rendered(engine.generate(spec, size, seeds, progress, inputs.image_prompts, **references), "grid")
+    if op is Op.BLEND:
+        return Rendered(engine.blend(inputs.images, spec, engine.canvas_size(spec), seeds, progress), "grid")
+    if op is Op.DESCRIBE:
+        image = inputs.images[0]
+        prompts = _distinct(engine.describe(image, task.seed, progress), DESCRIBED_PROMPTS, "describe")
+        return Rendered([image], "describe", prompts=prompts)
+    if op is Op.SHORTEN:
+        shortened = engine.shorten(spec)
+        progress(1, 1)
+        prompts = _distinct(shortened.prompts, SHORTENED_OPTIONS, "shorten")
+        return Rendered([], "shorten", prompts=prompts, weights=tuple(shortened.weights))
 
     source = _required(inputs.source, "source image")
     if op is Op.PICK:
@@ -91,9 +112,11 @@ def render(task: Task, inputs: Inputs, engine: Engine, progress: Progress, *, ma
 
 
 def batch_key(task: Task, engine: Engine) -> object | None:
-    """Which queued tasks can be drawn in one engine call: Imagine without image prompts, on an
-    engine that batches, with equal keys (the engine says what must match)."""
-    if task.op is not Op.GENERATE or task.args.get("image_prompts") or not isinstance(engine, BatchEngine):
+    """Which queued tasks can be drawn in one engine call: Imagine without image prompts or references,
+    on an engine that batches, with equal keys (the engine says what must match)."""
+    if task.op is not Op.GENERATE or not isinstance(engine, BatchEngine):
+        return None
+    if any(task.args.get(name) for name in ("image_prompts", "style_refs", "character_refs")):
         return None
     try:
         return engine.batch_key(task.spec)
@@ -144,6 +167,14 @@ def _fit(source: Image, max_pixels: int, make_canvas) -> Canvas:  # type: ignore
     h, w = source.shape[:2]
     smaller = cv2.resize(source, (max(8, int(w * scale)), max(8, int(h * scale))), interpolation=cv2.INTER_AREA)
     return make_canvas(smaller)
+
+
+def _distinct(prompts: Sequence[str], count: int, what: str) -> tuple[str, ...]:
+    """The engine's prompts, checked: a button per prompt, so each must be there, and differ."""
+    cleaned = tuple(" ".join(p.split()) for p in prompts)
+    if len(cleaned) != count or len(set(cleaned)) != count or not all(cleaned):
+        raise ValueError(f"the engine's {what} gave {len(cleaned)} prompts, not {count} distinct ones: {cleaned!r}")
+    return cleaned
 
 
 def _required(value: np.ndarray | None, name: str) -> np.ndarray:

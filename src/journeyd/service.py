@@ -36,7 +36,18 @@ from journeyd.roster import Roster
 from journeyd.store.base import DuplicateNumber, IdempotencyKeyTaken, QueueFull, Reclaimed, TaskStore, find_task
 
 MODAL_EXPIRED = "the modal window closed before a modal was submitted; the task was cancelled and refunded"
-MAX_IMAGE_PROMPTS = 5
+MAX_IMAGE_PROMPTS = 5  # image prompts of one submit; as many --sref and as many --cref images again
+BLEND_IMAGES = (2, 5)  # the fewest and most images one blend mixes
+# Blend's `dimensions`, as midjourney-proxy names them, and the aspect ratio each stands for
+BLEND_DIMENSIONS = {"PORTRAIT": (2, 3), "SQUARE": (1, 1), "LANDSCAPE": (3, 2)}
+# A task's input images: the argument that lists their keys -> (key prefix, the prompt flag they came in)
+INPUTS = {
+    "image_prompts": ("input", None),
+    "images": ("input", None),  # a blend's or a describe's
+    "style_refs": ("input-sref", "--sref"),
+    "character_refs": ("input-cref", "--cref"),
+}
+MAX_SHORTEN_CHARS = 2000  # a prompt to shorten: each phrase costs the engine a text-encoder pass
 IMAGE_PROMPT_SIDE = 2048  # image prompts steer a picture drawn at ~1 MP: more pixels would only cost memory
 MAX_LISTED_TASKS = 1000  # tasks one list request may name
 HOOK_FIELDS = {"mj": "notifyHook", "mymidjourney": "webhookOverride"}
@@ -185,7 +196,13 @@ class TaskService:
 
     def resolve_custom_id(self, custom_id: str) -> str:
         """The task id a customId belongs to (its job UUID), for requests that send only a customId."""
-        task_id = task_id_from_job(parse_custom_id(custom_id).job)
+        cid = parse_custom_id(custom_id)
+        if not cid.job:
+            raise InvalidRequest(
+                f"custom_id {custom_id!r} names no task (Midjourney's describe and shorten buttons do not); "
+                "send the task id with it"
+            )
+        task_id = task_id_from_job(cid.job)
         if task_id is None:
             raise NotFound(f"custom_id {custom_id!r} does not belong to any task here")
         return task_id
@@ -211,17 +228,124 @@ class TaskService:
         client = self._client(client)
         self._check_queue(caller)
         task_id = self.ids.new()
-        keys = self._store_image_prompts(task_id, [*spec.image_urls, *image_urls])
+        keys = self._store_images(
+            task_id,
+            {
+                "image_prompts": [*spec.image_urls, *image_urls],
+                "style_refs": list(spec.style_refs),
+                "character_refs": list(spec.character_refs),
+            },
+        )
         task = self._new_task(
             caller,
             task_id=task_id,
-            args={"image_prompts": keys} if keys else None,
+            args=keys,
             action=Action.IMAGINE,
             op=Op.GENERATE,
             prompt=prompt,
             spec=spec,
             price_name="imagine",
             speed=Speed(spec.speed or Speed.RELAX),
+            seed=spec.seed if spec.seed is not None else self._seed(),
+            client=client,
+        )
+        return self._insert(task, caller, cleanup=bool(keys))
+
+    def describe(
+        self,
+        caller: Caller,
+        image: str,
+        *,
+        field: str = "image",
+        speed: str | None = None,
+        client: ClientData = NO_CLIENT_DATA,
+    ) -> Task:
+        """/describe: four prompts for an image (a URL, a data URL or base64), sent in request field `field`."""
+        replayed = self._replay(caller)
+        if replayed is not None:
+            return replayed
+        if not isinstance(image, str) or not image.strip():
+            raise InvalidRequest("send the image to describe: base64 (or a data URL), or link (an http(s) URL)")
+        return self._analyse(
+            caller, Action.DESCRIBE, Op.DESCRIBE, "", PromptSpec(), speed, client, images=[image], field=field
+        )
+
+    def blend(
+        self,
+        caller: Caller,
+        images: Sequence[str],
+        *,
+        dimensions: str | None = None,
+        prompt: str = "",
+        speed: str | None = None,
+        client: ClientData = NO_CLIENT_DATA,
+    ) -> Task:
+        """/blend: a grid of 4 mixing 2..5 images, in the shape `dimensions` names (PORTRAIT 2:3, SQUARE,
+        LANDSCAPE 3:2; square when not given), with an optional prompt."""
+        replayed = self._replay(caller)
+        if replayed is not None:
+            return replayed
+        fewest, most = BLEND_IMAGES
+        if not fewest <= len(images) <= most:
+            raise InvalidRequest(f"blend mixes {fewest} to {most} images; got {len(images)}")
+        shape = (dimensions or "SQUARE").strip().upper()
+        if shape not in BLEND_DIMENSIONS:
+            raise InvalidRequest(f"dimensions must be one of {', '.join(BLEND_DIMENSIONS)}; got {dimensions!r}")
+        self.banned.check(prompt)
+        spec = replace(parse_prompt(prompt), aspect=BLEND_DIMENSIONS[shape])
+        if spec.image_urls:
+            raise InvalidRequest("a blend's images go in their own field, not at the start of its prompt")
+        self.check_prompt(spec)
+        return self._analyse(caller, Action.BLEND, Op.BLEND, prompt, spec, speed, client, images=list(images))
+
+    def shorten(
+        self, caller: Caller, prompt: str, *, speed: str | None = None, client: ClientData = NO_CLIENT_DATA
+    ) -> Task:
+        """/shorten: which phrases of a prompt matter to the engine, and five shorter prompts."""
+        replayed = self._replay(caller)
+        if replayed is not None:
+            return replayed
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InvalidRequest("prompt is empty: send the prompt to shorten")
+        if len(prompt) > MAX_SHORTEN_CHARS:
+            raise InvalidRequest(f"the prompt to shorten is {len(prompt)} characters; the limit is {MAX_SHORTEN_CHARS}")
+        self.banned.check(prompt)
+        spec = parse_prompt(prompt)
+        if not spec.text:
+            raise InvalidRequest("the prompt has no words to shorten, only images or --flags")
+        # Its words are weighed, not drawn: references it names are not fetched, so need no adapter.
+        self.check_prompt(replace(spec, style_refs=(), style_weight=None, character_refs=(), character_weight=None))
+        return self._analyse(caller, Action.SHORTEN, Op.SHORTEN, prompt, spec, speed, client)
+
+    def _analyse(
+        self,
+        caller: Caller,
+        action: Action,
+        op: Op,
+        prompt: str,
+        spec: PromptSpec,
+        speed: str | None,
+        client: ClientData,
+        *,
+        images: Sequence[str] = (),
+        field: str = "base64Array",
+    ) -> Task:
+        """Queue a Describe, Blend or Shorten, with the images it works on (fetched now, so a bad one is a
+        4xx). Like every task it runs on a worker: the engine, and its models, are there."""
+        client = self._client(client)
+        self._check_queue(caller)
+        task_id = self.ids.new()
+        keys = self._store_images(task_id, {"images": list(images)}, field=field)
+        task = self._new_task(
+            caller,
+            task_id=task_id,
+            args=keys,
+            action=action,
+            op=op,
+            prompt=prompt,
+            spec=spec,
+            price_name=action.value.lower(),
+            speed=Speed(parse_speed(speed)) if speed else Speed(spec.speed or Speed.RELAX),
             seed=spec.seed if spec.seed is not None else self._seed(),
             client=client,
         )
@@ -256,7 +380,7 @@ class TaskService:
         assert parent.result is not None
         if custom_id:
             cid = parse_custom_id(custom_id)
-            if cid.job != parent.job:
+            if cid.job and cid.job != parent.job:  # Midjourney's describe/shorten buttons name none
                 raise InvalidRequest(
                     f"custom_id {custom_id!r} belongs to another task; use a customId from task {parent.id}'s buttons"
                 )
@@ -270,9 +394,51 @@ class TaskService:
         else:
             raise InvalidRequest("say which button to press: send custom_id, or task_id with index")
         self._check_parent_kind(parent, plan)
+        if plan.every_prompt:
+            raise InvalidRequest("🎉Imagine all makes four tasks: press it with imagine_all")
         return self._child(
             caller, parent, plan, speed=speed, client=client, prompt=prompt, then_modal=then_modal, custom_id=custom_id
         )
+
+    def imagine_all(
+        self,
+        caller: Caller,
+        ref: str,
+        *,
+        custom_id: str,
+        speed: str | None = None,
+        client: ClientData = NO_CLIENT_DATA,
+    ) -> list[Task]:
+        """🎉Imagine all, after a describe: one Imagine per prompt, queued at once (no modal), each priced as
+        an Imagine. With an Idempotency-Key, a retry gets the same four tasks."""
+        replayed = self._replay(caller)
+        if replayed is not None:
+            siblings = {task.id: task for task in self.store.get_tasks(ids=replayed.args.get("siblings", []))}
+            return [replayed, *(siblings[task_id] for task_id in replayed.args.get("siblings", []))]
+        parent = self.get(caller, ref)
+        self._check_ready(parent)
+        assert parent.result is not None
+        cid = parse_custom_id(custom_id)
+        plan = plan_for(cid)
+        if not plan.every_prompt or (cid.job and cid.job != parent.job):
+            raise InvalidRequest(f"custom_id {custom_id!r} is not this task's 🎉Imagine all button")
+        self._check_parent_kind(parent, plan)
+        count = len(parent.result.prompts)
+        limit = self.limits.max_queued_per_key
+        if limit and self.store.queued_count(caller.owner) + count > limit:
+            raise self._queue_full(limit)
+        client = self._client(client)
+        ids = [self.ids.new() for _ in range(count)]
+        tasks = []
+        for index, task_id in enumerate(ids, start=1):
+            task = self._picked(caller, parent, plan, index, speed=speed, client=client, custom_id=custom_id)
+            args = {**task.args, "siblings": ids[1:]} if index == 1 else task.args
+            # the first carries the Idempotency-Key (a retry finds the rest through it); the others none
+            who = caller if index == 1 else replace(caller, idempotency=None)
+            tasks.append(self._insert(replace(task, id=task_id, args=args), who))
+            if index == 1 and tasks[0].id != task_id:  # a concurrent twin with the same key won
+                return self.imagine_all(caller, ref, custom_id=custom_id, speed=speed, client=client)
+        return tasks
 
     def modal(self, caller: Caller, ref: str, modal: ModalInput) -> Task:
         """Finish a MODAL task (Vary (Region) or Custom Zoom) with a prompt and, for Region, a mask."""
@@ -290,8 +456,9 @@ class TaskService:
         parent = self.parent(task)
         if parent is None or parent.result is None:
             raise Conflict(f"task {task.id}'s parent image is gone")
-        inputs = self._modal_inputs(task.id, task.op, task.args, parent, modal)
-        charge = self._quote(caller, "modal", inputs.spec, task.speed)
+        inputs = self._modal_inputs(task.id, task.op, task.args, parent, modal, default_prompt=task.prompt)
+        # a prompt picked after describe/shorten was priced as an Imagine when it was pressed
+        charge = None if task.op is Op.GENERATE else self._quote(caller, "modal", inputs.spec, task.speed)
         try:
             self._check_served(inputs.spec)
             submitted = self.store.submit_modal(
@@ -374,6 +541,16 @@ class TaskService:
     @staticmethod
     def _check_parent_kind(parent: Task, plan: Plan) -> None:
         assert parent.result is not None
+        if plan.needs in ("describe", "shorten") or parent.result.kind in ("describe", "shorten"):
+            if parent.result.kind != plan.needs:
+                made_by = {"describe": "a describe", "shorten": "a shorten"}
+                raise InvalidRequest(
+                    f"this button acts on {made_by.get(plan.needs, 'an image')}; task {parent.id} is "
+                    f"{made_by.get(parent.result.kind, 'an image')}"
+                )
+            if plan.op is not None and not plan.every_prompt and not 1 <= plan.index <= len(parent.result.prompts):
+                raise InvalidRequest(f"index must be from 1 to {len(parent.result.prompts)}, got {plan.index}")
+            return
         if plan.needs == "single" and parent.result.kind != "single":
             raise InvalidRequest("This action requires an upscaled task.")
         if plan.needs == "grid" and parent.result.kind != "grid":
@@ -438,11 +615,14 @@ class TaskService:
         self.hooks.check_url(client.hook.url, what=HOOK_FIELDS[client.hook.format])
         return client
 
-    def _modal_inputs(self, task_id: str, op: Op, args: dict[str, Any], parent: Task, modal: ModalInput) -> _Modal:
-        """Prompt, spec and arguments a modal gives a task; stores the mask, whose key is returned so
-        a caller that fails afterwards can remove it."""
+    def _modal_inputs(
+        self, task_id: str, op: Op, args: dict[str, Any], parent: Task, modal: ModalInput, *, default_prompt: str
+    ) -> _Modal:
+        """Prompt, spec and arguments a modal gives a task (an empty prompt keeps `default_prompt`: the
+        parent's, or the one picked after a describe); stores the mask, whose key is returned so a caller
+        that fails afterwards can remove it."""
         assert parent.result is not None
-        text = modal.prompt if modal.prompt and modal.prompt.strip() else parent.prompt
+        text = modal.prompt if modal.prompt and modal.prompt.strip() else default_prompt
         self.banned.check(text)
         spec = parse_prompt(text).inherit(parent.spec)
         self.check_prompt(spec)
@@ -463,7 +643,7 @@ class TaskService:
             mask_key = f"{task_id}/mask-{secrets.token_hex(6)}.png"
             self.images.put(mask_key, encode_png(mask_to_png_pixels(pixels)))
             args["mask"] = mask_key
-        else:
+        elif op is Op.ZOOM_OUT:
             args.update(self._custom_zoom_args(spec, parent))
             spec = replace(spec, zoom=None)
         return _Modal(text, spec, args, mask_key)
@@ -496,6 +676,13 @@ class TaskService:
         custom_id: str | None,
     ) -> Task:
         assert parent.result is not None
+        if plan.needs in ("describe", "shorten") and plan.op is not None:
+            return self._insert(
+                self._picked(
+                    caller, parent, plan, plan.index, speed=speed, client=self._client(client), custom_id=custom_id
+                ),
+                caller,
+            )
         self._check_output_size(parent, plan)
         if plan.op is None:  # reroll: the parent's own op again, from the same source, with a new seed
             op, args, index = parent.op, dict(parent.args), parent.source_index
@@ -528,7 +715,7 @@ class TaskService:
             modal=plan.modal,
         )
         if plan.modal and then_modal is not None:  # both steps at once: straight to the queue
-            inputs = self._modal_inputs(task.id, op, args, parent, then_modal)
+            inputs = self._modal_inputs(task.id, op, args, parent, then_modal, default_prompt=text)
             task = replace(
                 task,
                 status=Status.SUBMITTED,
@@ -540,6 +727,41 @@ class TaskService:
             modal_charge = self._quote(caller, "modal", inputs.spec, task.speed)
             return self._insert(task, caller, cleanup=True, extra_charges=[modal_charge] if modal_charge else [])
         return self._insert(task, caller)
+
+    def _picked(
+        self,
+        caller: Caller,
+        parent: Task,
+        plan: Plan,
+        index: int,
+        *,
+        speed: str | None,
+        client: ClientData,
+        custom_id: str | None,
+    ) -> Task:
+        """An Imagine of prompt `index` of a describe or shorten, with the parent's flags (its --ar, say)."""
+        assert parent.result is not None
+        text = parent.result.prompts[index - 1]
+        self.banned.check(text)
+        spec = parse_prompt(text).inherit(parent.spec)
+        self.check_prompt(spec)
+        if not plan.modal:
+            self._check_queue(caller)
+        return self._new_task(
+            caller,
+            action=plan.action,
+            op=Op.GENERATE,
+            prompt=text,
+            spec=spec,
+            price_name=plan.price_name,
+            speed=Speed(parse_speed(speed)) if speed else parent.speed,
+            seed=self._seed(),
+            client=client,
+            parent=parent,
+            source_index=index,
+            args={"custom_id": custom_id.strip()} if custom_id else {},
+            modal=plan.modal,
+        )
 
     def _new_task(
         self,
@@ -631,30 +853,41 @@ class TaskService:
     def _find(self, ref: str) -> Task | None:
         return find_task(self.store, ref)
 
-    def _store_image_prompts(self, task_id: str, sources: Sequence[str]) -> list[str]:
-        """Fetch, decode (one full-size image at a time, process-wide) and store a task's image prompts,
-        shrunk to what an engine can use; on any failure none of them is left behind."""
-        if len(sources) > MAX_IMAGE_PROMPTS:
-            raise InvalidRequest(f"{len(sources)} image prompts; the limit is {MAX_IMAGE_PROMPTS}")
-        keys, total = [], 0
+    def _store_images(
+        self, task_id: str, groups: dict[str, list[str]], *, field: str = "image_urls"
+    ) -> dict[str, list[str]]:
+        """Fetch, decode (one full-size image at a time, process-wide) and store a task's input images, by
+        the argument they go to (`INPUTS`): their keys, for the groups that have any. `field` names the
+        request field of the image prompts or blend images in errors. Each image is shrunk to what an
+        engine can use; on any failure none of them is left behind."""
+        for name, sources in groups.items():
+            most = BLEND_IMAGES[1] if name == "images" else MAX_IMAGE_PROMPTS
+            if len(sources) > most:
+                raise InvalidRequest(f"{len(sources)} {INPUTS[name][1] or field} images; the limit is {most}")
+        keys: dict[str, list[str]] = {}
+        total = 0
         try:
-            for index, source in enumerate(sources):
-                what = f"image_urls[{index}]"
-                data = self.fetcher.fetch(source, what=what)
-                pixels = image_pixels(data)
-                total += pixels
-                if total > self.limits.max_request_pixels:
-                    raise TooLarge(
-                        f"the image prompts add up to over {self.limits.max_request_pixels / 1e6:.0f} megapixels, "
-                        "the limit for one request; send smaller images"
-                    )
-                with self._decoding.hold(pixels):
-                    image = decode_image(
-                        data, what=what, max_pixels=self.limits.max_image_pixels, max_side=IMAGE_PROMPT_SIDE
-                    )
-                key = f"{task_id}/input-{index}.png"
-                self.images.put(key, encode_png(to_rgb(image)))
-                keys.append(key)
+            for name, sources in groups.items():
+                prefix, flag = INPUTS[name]
+                for index, source in enumerate(sources):
+                    what = f"{flag or field}[{index}]"
+                    if name == "images" and len(sources) == 1:
+                        what = field  # describe's one image: `base64` or `link`, not a list
+                    data = self.fetcher.fetch(source, what=what)
+                    pixels = image_pixels(data)
+                    total += pixels
+                    if total > self.limits.max_request_pixels:
+                        raise TooLarge(
+                            f"the images add up to over {self.limits.max_request_pixels / 1e6:.0f} megapixels, "
+                            "the limit for one request; send smaller images"
+                        )
+                    with self._decoding.hold(pixels):
+                        image = decode_image(
+                            data, what=what, max_pixels=self.limits.max_image_pixels, max_side=IMAGE_PROMPT_SIDE
+                        )
+                    key = f"{task_id}/{prefix}-{index}.png"
+                    self.images.put(key, encode_png(to_rgb(image)))
+                    keys.setdefault(name, []).append(key)
         except BaseException:
             self.images.delete_task(task_id)
             raise

@@ -89,8 +89,10 @@ def detail(task: Task, images: str) -> str:
         lines.append(("metadata", orjson.dumps(task.client.metadata).decode()))
     result = task.result
     if result is not None:
-        lines.append(("size", f"{result.width}x{result.height}"))
-        lines.append(("grid", f"{result.grid}  {images}/{result.grid}"))
+        if result.grid:  # a shorten answers in words only
+            lines.append(("size", f"{result.width}x{result.height}"))
+            lines.append(("grid", f"{result.grid}  {images}/{result.grid}"))
         lines.extend((f"image {i}", f"{key}  {images}/{key}") for i, key in enumerate(result.images, start=1))
+        lines.extend((f"prompt {i}", prompt) for i, prompt in enumerate(result.prompts, start=1))
     width = max(len(name) for name, _ in lines)
     return "\n".join(f"{name.ljust(width)}  {value}" for name, value in lines)

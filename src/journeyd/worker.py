@@ -209,20 +209,38 @@ class Worker:
             return decode_png(self.images.get(key))
 
         mask = load(task.args["mask"]) > 127 if "mask" in task.args else None
+
+        def load_all(name: str) -> list[np.ndarray]:
+            return [load(key) for key in task.args.get(name, [])]
+
         return Inputs(
             source=load(task.args["source"]) if "source" in task.args else None,
             mask=mask.squeeze() if mask is not None and mask.ndim == 3 else mask,
-            image_prompts=[load(key) for key in task.args.get("image_prompts", [])],
+            image_prompts=load_all("image_prompts"),
+            style_refs=load_all("style_refs"),
+            character_refs=load_all("character_refs"),
+            images=load_all("images"),
         )
 
     def _save(self, task: Task, rendered: Rendered) -> Result:
         """Put the images on the disk (synced, when durable) before the row that names them commits."""
         files = [(output_key(task, f"{i}.png"), encode_png(image)) for i, image in enumerate(rendered.images)]
         keys = tuple(key for key, _ in files)
-        grid = keys[0]
+        grid = keys[0] if keys else ""  # Shorten answers in words only
         if rendered.kind == "grid":
             grid = output_key(task, "grid.png")
             files.append((grid, encode_png(make_grid(rendered.images))))
-        self.images.put_many(files)
-        height, width = rendered.images[0].shape[:2]
-        return Result(rendered.kind, keys, grid, width, height, rendered.feather_px, rendered.changed_beyond_feather)
+        if files:
+            self.images.put_many(files)
+        height, width = rendered.images[0].shape[:2] if rendered.images else (0, 0)
+        return Result(
+            rendered.kind,
+            keys,
+            grid,
+            width,
+            height,
+            rendered.feather_px,
+            rendered.changed_beyond_feather,
+            rendered.prompts,
+            rendered.weights,
+        )

@@ -148,11 +148,14 @@ class ButtonView(_Answer):
 
 
 class TaskProperties(_Answer):
-    finalPrompt: str = Field(..., description="The prompt as the engine reads it, overrides applied")
+    finalPrompt: str = Field(
+        ..., description="The prompt as the engine reads it, overrides applied; a describe's or shorten's answer"
+    )
     engine: str | None
     seed: int
     width: int | None
     height: int | None
+    prompts: list[str] = Field(..., description="A describe's four prompts or a shorten's five; [] otherwise")
 
 
 class TaskView(_Answer):
@@ -268,7 +271,7 @@ def task_view(task: Task, request: Request) -> dict[str, Any]:
         "action": task.action.value,
         "progress": f"{task.progress}%",
         "prompt": task.prompt,
-        "grid_image_url": f"{base}/{result.grid}" if result else None,
+        "grid_image_url": f"{base}/{result.grid}" if result and result.grid else None,  # a shorten has no image
         "image_urls": [f"{base}/{key}" for key in result.images] if result else [],
         "preview_url": f"{base}/{task.preview}" if task.preview else None,
         "buttons": _buttons(task.buttons),
@@ -285,6 +288,7 @@ def task_view(task: Task, request: Request) -> dict[str, Any]:
             "seed": task.seed,
             "width": result.width if result else None,
             "height": result.height if result else None,
+            "prompts": list(result.prompts) if result else [],
         },
     }
 

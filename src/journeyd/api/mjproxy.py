@@ -50,7 +50,8 @@ from journeyd.service import MAX_LISTED_TASKS, ModalInput, TaskService
 log = logging.getLogger("journeyd.api")
 SPEED_PREFIXES = {"/mj": None, "/mj-fast/mj": "fast", "/mj-relax/mj": "relax", "/mj-turbo/mj": "turbo"}
 CHANGE_ACTIONS = {"UPSCALE": "upscale", "VARIATION": "variation", "REROLL": "reroll"}
-UNSUPPORTED = ("describe", "blend", "shorten", "edits", "retexture", "video", "upload-discord-images")
+UNSUPPORTED = ("edits", "retexture", "video", "upload-discord-images")
+IMAGINE_ALL = "PicReader::all"  # 🎉Imagine all: four tasks, their ids joined with commas in `result` (as trueai does)
 WAITING_FOR_MODAL = "Waiting for window confirm"  # chatgpt-web-midjourney-proxy looks for "confirm"
 MAX_PAGE = 100  # tasks in one page of /task/list
 LIST_BODY_BYTES = 256 * 1024  # room for MAX_LISTED_TASKS ids: a bigger body is refused before it is parsed
@@ -143,6 +144,25 @@ class MjModalBody(BaseModel):
     taskId: str
     prompt: str | None = Field(None, description="Empty uses the parent's prompt; Custom Zoom takes --zoom 1..2")
     maskBase64: str | None = Field(None, description="Vary (Region): black background, white where to repaint")
+
+
+class MjDescribeBody(_Body):
+    base64: str | None = Field(None, description="The image to describe: base64 or a data URL")
+    link: str | None = Field(None, description="Or its http(s) URL")
+    accountFilter: dict[str, Any] | None = Field(None, description="modes: [RELAX|FAST|TURBO] picks the speed")
+
+
+class MjBlendBody(_Body):
+    base64Array: list[str] = Field(..., description="2 to 5 images, base64 or data URLs")
+    dimensions: str | None = Field(None, description="PORTRAIT (2:3), SQUARE (1:1, the default) or LANDSCAPE (3:2)")
+    botType: Literal["MID_JOURNEY", "NIJI_JOURNEY"] | None = None
+    accountFilter: dict[str, Any] | None = Field(None, description="modes: [RELAX|FAST|TURBO] picks the speed")
+
+
+class MjShortenBody(_Body):
+    prompt: str = Field(..., description="The prompt to analyse")
+    botType: Literal["MID_JOURNEY", "NIJI_JOURNEY"] | None = None
+    accountFilter: dict[str, Any] | None = Field(None, description="modes: [RELAX|FAST|TURBO] picks the speed")
 
 
 class MjIdsBody(BaseModel):
@@ -254,6 +274,12 @@ def _description(task: Task, parent_number: str) -> str:
         return WAITING_FOR_MODAL
     if task.action is Action.IMAGINE:
         return f"/imagine {task.prompt}"
+    if task.action is Action.DESCRIBE:
+        return f"/describe {task.number}.png"
+    if task.action is Action.BLEND:
+        return f"/blend {task.number} {len(task.args.get('images', []))}"
+    if task.action is Action.SHORTEN:
+        return f"/shorten {task.prompt}"
     code = {Action.UPSCALE: f"U{task.source_index}", Action.VARIATION: f"V{task.source_index}", Action.REROLL: "R"}.get(
         task.action, task.action.value.lower()
     )
@@ -269,15 +295,16 @@ def task_json(task: Task, images: str, parent_number: str = "") -> dict[str, Any
         "action": task.action.value,
         "customId": task.args.get("custom_id", ""),
         "botType": "NIJI_JOURNEY" if task.spec.niji else "MID_JOURNEY",
-        "prompt": task.prompt,
-        "promptEn": task.final_prompt,
+        # a describe's prompt is what it wrote (midjourney-proxy's; pressing "🎉Imagine all" there reads it back)
+        "prompt": task.final_prompt if task.action is Action.DESCRIBE else task.prompt,
+        "promptEn": task.spec.render() if task.action is Action.SHORTEN else task.final_prompt,
         "description": _description(task, parent_number),
         "state": task.client.state or "",
         "submitTime": task.created_at,
         "startTime": task.started_at or 0,
         "finishTime": task.finished_at or 0,
         # while it runs, the latest step preview, as midjourney-proxy shows Discord's progress image
-        "imageUrl": f"{images}/{result.grid}" if result else (f"{images}/{task.preview}" if task.preview else ""),
+        "imageUrl": _image_url(task, images),
         "imageUrls": [{"url": f"{images}/{key}"} for key in result.images] if result else [],
         "videoUrl": "",
         "videoUrls": [],
@@ -305,6 +332,14 @@ def task_json(task: Task, images: str, parent_number: str = "") -> dict[str, Any
             "changedBeyondFeather": list(result.changed_beyond_feather) if result else [],
         },
     }
+
+
+def _image_url(task: Task, images: str) -> str:
+    """The result's grid or image (a describe's: the image it described; a shorten has none) or, while the
+    task runs, the latest step preview, as midjourney-proxy shows Discord's progress image."""
+    if task.result is not None:
+        return f"{images}/{task.result.grid}" if task.result.grid else ""
+    return f"{images}/{task.preview}" if task.preview else ""
 
 
 def webhook_renderer(service: TaskService) -> Callable[[Task, str], dict[str, Any]]:
@@ -339,8 +374,8 @@ def _view(task: Task, request: Request) -> dict[str, Any]:
 
 
 def _submitted(task: Task, request: Request) -> JsonResponse:
-    if task.status is Status.MODAL:
-        final = task.final_prompt if task.action is Action.ZOOM else ""
+    if task.status is Status.MODAL:  # a picked prompt (after describe/shorten) is shown for confirming, as Zoom's
+        final = "" if task.action is Action.INPAINT else task.final_prompt
         return _result(21, WAITING_FOR_MODAL, str(task.number), finalPrompt=final, remix=True)
     ahead = _service(request).tasks_ahead(task)
     if ahead:
@@ -544,10 +579,20 @@ def imagine(body: MjImagineBody, request: Request) -> JsonResponse:
 @route(
     "POST",
     "/submit/action",
-    summary="Press a button (customId); Vary (Region) and Custom Zoom answer 21",
+    summary="Press a button (customId); Vary (Region), Custom Zoom and a describe's or shorten's prompts answer 21",
+    description="A button that needs a modal (Vary (Region), Custom Zoom, `MJ::Job::PicReader::N` after a describe, "
+    "`MJ::Job::PromptAnalyzer::N` after a shorten) answers code 21 with the new task's id, which waits in MODAL "
+    "until `/mj/submit/modal` confirms it (an empty prompt keeps the one shown in `properties.finalPrompt`). "
+    "`MJ::Job::PicReader::all` (🎉Imagine all) queues one Imagine per prompt at once: code 1, and `result` holds "
+    "their ids joined with commas, as trueai's midjourney-proxy answers it.",
     **SUBMITS,
 )
 def action(body: MjActionBody, request: Request) -> JsonResponse:
+    if IMAGINE_ALL in body.customId:
+        tasks = _service(request).imagine_all(
+            caller_of(request), body.taskId, custom_id=body.customId, speed=_speed(request), client=_client(body)
+        )
+        return _result(1, "Submit success", ",".join(str(task.number) for task in tasks))
     task = _service(request).press(
         caller_of(request), body.taskId, custom_id=body.customId, speed=_speed(request), client=_client(body)
     )
@@ -598,6 +643,41 @@ def simple_change(body: MjSimpleChangeBody, request: Request) -> JsonResponse:
 def modal(body: MjModalBody, request: Request) -> JsonResponse:
     task = _service(request).modal(
         caller_of(request), body.taskId, ModalInput(body.prompt, body.maskBase64, mask_field="maskBase64")
+    )
+    return _submitted(task, request)
+
+
+@route("POST", "/submit/describe", summary="Describe: four prompts for an image", **SUBMITS)
+def describe(body: MjDescribeBody, request: Request) -> JsonResponse:
+    if body.base64 and body.link:
+        raise InvalidRequest("send the image once: base64 or link, not both")
+    task = _service(request).describe(
+        caller_of(request),
+        body.base64 or body.link or "",
+        field="base64" if body.base64 or not body.link else "link",
+        speed=_speed(request, body.accountFilter),
+        client=_client(body),
+    )
+    return _submitted(task, request)
+
+
+@route("POST", "/submit/blend", summary="Blend 2 to 5 images into a grid of 4", **SUBMITS)
+def blend(body: MjBlendBody, request: Request) -> JsonResponse:
+    task = _service(request).blend(
+        caller_of(request),
+        body.base64Array,
+        dimensions=body.dimensions,
+        prompt="--niji" if body.botType == "NIJI_JOURNEY" else "",
+        speed=_speed(request, body.accountFilter),
+        client=_client(body),
+    )
+    return _submitted(task, request)
+
+
+@route("POST", "/submit/shorten", summary="Shorten: a prompt's important words and five shorter prompts", **SUBMITS)
+def shorten(body: MjShortenBody, request: Request) -> JsonResponse:
+    task = _service(request).shorten(
+        caller_of(request), body.prompt, speed=_speed(request, body.accountFilter), client=_client(body)
     )
     return _submitted(task, request)
 

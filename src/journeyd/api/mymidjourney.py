@@ -164,7 +164,9 @@ def message_json(task: Task, images: str) -> dict[str, Any]:
         "messageId": task.job,
         "message_id": task.job,
         "prompt": task.prompt,
-        "uri": f"{images}/{result.grid}" if result else (f"{images}/{task.preview}" if task.preview else None),
+        "uri": (f"{images}/{result.grid}" if result.grid else None)
+        if result
+        else (f"{images}/{task.preview}" if task.preview else None),
         "images": [f"{images}/{key}" for key in result.images] if result else [],
         "progress": task.progress,
         "status": STATUS[task.status],

@@ -16,7 +16,8 @@ from typing import Any, Literal
 from journeyd.domain.errors import InvalidRequest
 from journeyd.domain.lifecycle import Action, Op
 
-ResultKind = Literal["grid", "single"]
+# "describe": an image and the four prompts written for it; "shorten": a prompt's analysis, no image
+ResultKind = Literal["grid", "single", "describe", "shorten"]
 PAN_DIRECTIONS = ("left", "right", "up", "down")
 PAN_EMOJI = {"left": "⬅️", "right": "➡️", "up": "⬆️", "down": "⬇️"}
 ZOOM_PERCENT = {50: 2.0, 75: 1.5, 100: 1.0}  # Outpaint::50 is Zoom Out 2x, ::75 is 1.5x, ::100 Make Square
@@ -33,12 +34,16 @@ class Kind(StrEnum):
     OUTPAINT = "outpaint"
     CUSTOM_ZOOM = "custom_zoom"
     PAN = "pan"
+    PIC_READER = "pic_reader"  # after /describe: imagine prompt N
+    PIC_READER_ALL = "pic_reader_all"  # 🎉Imagine all: imagine each of the four
+    PIC_READ_RETRY = "pic_read_retry"  # describe the image again
+    PROMPT_ANALYZER = "prompt_analyzer"  # after /shorten: imagine shortened prompt N
 
 
 @dataclass(frozen=True)
 class CustomId:
     kind: Kind
-    job: str
+    job: str  # "": Midjourney's describe and shorten buttons name no job; they are pressed with the task's id
     index: int = 1
     upscale: str | None = None  # what follows "upsample_": "v7_2x_subtle", "v5_4x", ...
     zoom: int | None = None  # Outpaint percentage: 50, 75 or 100
@@ -74,6 +79,11 @@ _GRAMMAR = [
     (Kind.OUTPAINT, re.compile(rf"MJ::Outpaint::(?P<zoom>50|75|100)::1::(?P<job>{_UUID})::SOLO")),
     (Kind.CUSTOM_ZOOM, re.compile(rf"MJ::CustomZoom::(?P<job>{_UUID})")),
     (Kind.PAN, re.compile(rf"MJ::JOB::pan_(?P<direction>left|right|up|down)::1::(?P<job>{_UUID})::SOLO")),
+    # Midjourney's describe and shorten buttons name no job; one that does (`...::<job>`) is taken too
+    (Kind.PIC_READER, re.compile(rf"MJ::Job::PicReader::(?P<index>[1-4])(?:::(?P<job>{_UUID}))?")),
+    (Kind.PIC_READER_ALL, re.compile(rf"MJ::Job::PicReader::all(?:::(?P<job>{_UUID}))?")),
+    (Kind.PIC_READ_RETRY, re.compile(rf"MJ::Picread::Retry(?:::(?P<job>{_UUID}))?")),
+    (Kind.PROMPT_ANALYZER, re.compile(rf"MJ::Job::PromptAnalyzer::(?P<index>[1-5])(?:::(?P<job>{_UUID}))?")),
 ]
 
 
@@ -86,7 +96,7 @@ def parse_custom_id(text: str) -> CustomId:
                 found = match.groupdict()
                 return CustomId(
                     kind=kind,
-                    job=found["job"],
+                    job=found["job"] or "",
                     index=int(found.get("index") or (0 if kind is Kind.REROLL else 1)),
                     upscale=found.get("upscale"),
                     zoom=int(found["zoom"]) if found.get("zoom") else None,
@@ -118,6 +128,14 @@ def format_custom_id(cid: CustomId) -> str:
             return f"MJ::CustomZoom::{job}"
         case Kind.PAN:
             return f"MJ::JOB::pan_{cid.direction}::1::{job}::SOLO"
+        case Kind.PIC_READER:
+            return f"MJ::Job::PicReader::{cid.index}"
+        case Kind.PIC_READER_ALL:
+            return "MJ::Job::PicReader::all"
+        case Kind.PIC_READ_RETRY:
+            return "MJ::Picread::Retry"
+        case Kind.PROMPT_ANALYZER:
+            return f"MJ::Job::PromptAnalyzer::{cid.index}"
     raise AssertionError(cid.kind)
 
 
@@ -149,6 +167,14 @@ def buttons_for(job: str, kind: ResultKind, version: str) -> tuple[Button, ...]:
 
 
 def _buttons(job: str, kind: ResultKind, version: str) -> list[Button]:
+    if kind == "describe":
+        return [
+            *(Button(format_custom_id(CustomId(Kind.PIC_READER, job, i)), str(i)) for i in range(1, 5)),
+            Button(format_custom_id(CustomId(Kind.PIC_READ_RETRY, job)), "", "🔄"),
+            Button(format_custom_id(CustomId(Kind.PIC_READER_ALL, job)), "Imagine all", "🎉"),
+        ]
+    if kind == "shorten":
+        return [Button(format_custom_id(CustomId(Kind.PROMPT_ANALYZER, job, i)), str(i)) for i in range(1, 6)]
     if kind == "grid":
         return [
             *(Button(format_custom_id(CustomId(Kind.UPSAMPLE, job, i)), f"U{i}") for i in range(1, 5)),
@@ -234,6 +260,7 @@ class Plan:
     index: int = 1  # which of the parent's images is the source (1-based)
     args: dict[str, Any] = field(default_factory=dict)
     modal: bool = False  # the task waits in MODAL for a mask and/or prompt
+    every_prompt: bool = False  # 🎉Imagine all: one task per prompt of the parent
 
 
 def plan_for(cid: CustomId) -> Plan:
@@ -264,6 +291,16 @@ def plan_for(cid: CustomId) -> Plan:
             return Plan(Action.ZOOM, Op.ZOOM_OUT, "single", "zoom", modal=True)
         case Kind.PAN:
             return Plan(Action.PAN, Op.PAN, "single", "pan", args={"direction": cid.direction})
+        # A prompt picked after /describe or /shorten is an Imagine, priced as one when it is pressed; the
+        # modal that confirms it (with the prompt as it is, or edited) costs nothing more.
+        case Kind.PIC_READER:
+            return Plan(Action.IMAGINE, Op.GENERATE, "describe", "imagine", cid.index, modal=True)
+        case Kind.PIC_READER_ALL:
+            return Plan(Action.IMAGINE, Op.GENERATE, "describe", "imagine", every_prompt=True)
+        case Kind.PIC_READ_RETRY:
+            return Plan(Action.DESCRIBE, None, "describe", "describe")
+        case Kind.PROMPT_ANALYZER:
+            return Plan(Action.IMAGINE, Op.GENERATE, "shorten", "imagine", cid.index, modal=True)
     raise AssertionError(cid.kind)
 
 

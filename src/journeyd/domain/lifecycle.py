@@ -65,6 +65,9 @@ class Action(StrEnum):
     INPAINT = "INPAINT"
     ZOOM = "ZOOM"
     PAN = "PAN"
+    DESCRIBE = "DESCRIBE"
+    BLEND = "BLEND"
+    SHORTEN = "SHORTEN"
 
 
 class Op(StrEnum):
@@ -79,10 +82,13 @@ class Op(StrEnum):
     VARY_REGION = "vary_region"
     ZOOM_OUT = "zoom_out"
     PAN = "pan"
+    DESCRIBE = "describe"  # four prompts for an image
+    BLEND = "blend"  # a grid of 4 mixing 2..5 images
+    SHORTEN = "shorten"  # a prompt's token weights and five shorter prompts
 
     @property
     def makes_grid(self) -> bool:
-        return self not in (Op.PICK, Op.UPSCALE_SUBTLE, Op.UPSCALE_CREATIVE)
+        return self not in (Op.PICK, Op.UPSCALE_SUBTLE, Op.UPSCALE_CREATIVE, Op.DESCRIBE, Op.SHORTEN)
 
 
 class Speed(StrEnum):

@@ -27,6 +27,7 @@ MAX_ASPECT = 8.0  # widest ratio accepted either way: 8:1 .. 1:8
 MAX_SIDE = 16384  # pixels, for a size given as width and height
 MAX_STEPS = 150
 MAX_GUIDANCE = 30.0  # FLUX.1-Fill runs at 30, the highest any supported model wants
+MAX_REFERENCES = 5  # images one --sref or --cref may list
 
 _URL = re.compile(r"<?(https?://[^\s<>]+)>?$")
 # A flag starts at "--" (or the em dash phones type for it) after whitespace, followed by a letter.
@@ -62,9 +63,24 @@ _ALIASES = {
     "turbo": "speed",
     "steps": "steps",
     "cfg": "guidance",
+    "sref": "style_refs",
+    "sw": "style_weight",
+    "cref": "character_refs",
+    "cw": "character_weight",
 }
+_REFERENCES = {"style_refs": "style_weight", "character_refs": "character_weight"}  # a reference list -> its weight
+# What an engine takes for --sw and --cw when --sref or --cref comes without one, as Midjourney does
+DEFAULT_STYLE_WEIGHT = 100
+DEFAULT_CHARACTER_WEIGHT = 100
 
-_FLAG_NAMES = {"image_weight": "iw", "guidance": "cfg"}  # field -> the flag errors name, where they differ
+_FLAG_NAMES = {
+    "image_weight": "iw",
+    "guidance": "cfg",
+    "style_refs": "sref",
+    "style_weight": "sw",
+    "character_refs": "cref",
+    "character_weight": "cw",
+}  # field -> the flag errors name, where they differ
 
 
 class PromptError(InvalidRequest):
@@ -99,6 +115,10 @@ class PromptSpec:
     speed: str | None = None
     steps: int | None = None  # denoising steps, instead of the model's own (and --q's scaling of them)
     guidance: float | None = None  # classifier-free guidance scale, instead of the model's (and --stylize's)
+    style_refs: tuple[str, ...] = ()  # --sref: images whose style to follow
+    style_weight: int | None = None  # --sw 0..1000 (default 100): how strongly
+    character_refs: tuple[str, ...] = ()  # --cref: images of the character to keep
+    character_weight: int | None = None  # --cw 0..100 (default 100): 0 the face only, 100 face, hair and clothes
     extra_flags: tuple[str, ...] = field(default=())
 
     @property
@@ -159,16 +179,26 @@ class PromptSpec:
             words.append(f"--steps {self.steps}")
         if self.guidance is not None:
             words.append(f"--cfg {_num(self.guidance)}")
+        if self.style_refs:
+            words.append("--sref " + " ".join(self.style_refs))
+        if self.style_weight is not None:
+            words.append(f"--sw {self.style_weight}")
+        if self.character_refs:
+            words.append("--cref " + " ".join(self.character_refs))
+        if self.character_weight is not None:
+            words.append(f"--cw {self.character_weight}")
         words.extend(self.extra_flags)
         return " ".join(words)
 
     def inherit(self, base: PromptSpec) -> PromptSpec:
         """This spec, with every flag it leaves unset taken from `base` (a modal prompt inherits
-        the parent's parameters). Text and image prompts are never inherited."""
+        the parent's parameters). Text, image prompts and references are never inherited: their images
+        were fetched for the parent."""
         changes = {
             f.name: getattr(base, f.name)
             for f in dataclasses.fields(self)
-            if f.name not in ("text", "image_urls") and getattr(self, f.name) in (None, (), False)
+            if f.name not in ("text", "image_urls", "style_refs", "character_refs")
+            and getattr(self, f.name) in (None, (), False)
         }
         if self.niji is not None or self.version is not None:
             changes.pop("niji", None)
@@ -181,7 +211,7 @@ class PromptSpec:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> PromptSpec:
         values = dict(data)
-        for name in ("image_urls", "no", "extra_flags"):
+        for name in ("image_urls", "no", "extra_flags", "style_refs", "character_refs"):
             values[name] = tuple(values.get(name) or ())
         if values.get("aspect") is not None:
             values["aspect"] = tuple(values["aspect"])
@@ -223,6 +253,11 @@ def parse_prompt(prompt: str) -> PromptSpec:
         values["style"] = values.pop("raw")
     if values.get("version") is not None and values.get("niji") is not None:
         raise PromptError("use either --v or --niji, not both")
+    for refs, weight in _REFERENCES.items():
+        if weight in values and refs not in values:
+            raise PromptError(
+                f"--{_FLAG_NAMES[weight]} weighs --{_FLAG_NAMES[refs]} images; add --{_FLAG_NAMES[refs]} URL"
+            )
     return PromptSpec(text=text, image_urls=tuple(urls), extra_flags=tuple(extras), **values)
 
 
@@ -374,7 +409,27 @@ def _parse_flag(name: str, target: str, arg: str) -> Any:
         return _int(name, arg, 1, MAX_STEPS)
     if target == "guidance":
         return _float(name, arg, 0.0, MAX_GUIDANCE)
+    if target in _REFERENCES:
+        return _reference_urls(name, arg)
+    if target == "style_weight":
+        return _int(name, arg, 0, 1000)
+    if target == "character_weight":
+        return _int(name, arg, 0, 100)
     raise AssertionError(target)
+
+
+def _reference_urls(name: str, arg: str) -> tuple[str, ...]:
+    """--sref/--cref: one or more image URLs (Midjourney's numeric style codes name its own styles, which
+    no model here has)."""
+    urls = []
+    for word in arg.split():
+        match = _URL.match(word)
+        if not match:
+            raise PromptError(f"--{name} takes image URLs (https://...), got {_shown(word)}")
+        urls.append(match.group(1))
+    if len(urls) > MAX_REFERENCES:
+        raise PromptError(f"--{name} has {len(urls)} images; the limit is {MAX_REFERENCES}")
+    return tuple(urls)
 
 
 def _parse_version(arg: str) -> str:

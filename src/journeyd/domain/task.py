@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from journeyd.domain.analysis import describe_text, shorten_text
 from journeyd.domain.buttons import Button, ResultKind, buttons_for
 from journeyd.domain.ids import job_uuid
 from journeyd.domain.lifecycle import Action, Op, Speed, Status
@@ -24,6 +25,17 @@ class Result:
     height: int
     feather_px: int = 0
     changed_beyond_feather: tuple[int, ...] = ()  # one count per image; empty when nothing was composited
+    prompts: tuple[str, ...] = ()  # Describe, Shorten: the prompts a button can imagine
+    weights: tuple[tuple[str, float], ...] = ()  # Shorten: each phrase of the prompt and its weight 0..1
+
+    @property
+    def analysis(self) -> str | None:
+        """Describe's or Shorten's answer, as Midjourney words it; None for pictures."""
+        if self.kind == "describe":
+            return describe_text(self.prompts)
+        if self.kind == "shorten":
+            return shorten_text(self.weights, self.prompts)
+        return None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -34,6 +46,8 @@ class Result:
             "height": self.height,
             "feather_px": self.feather_px,
             "changed_beyond_feather": list(self.changed_beyond_feather),
+            "prompts": list(self.prompts),
+            "weights": [list(pair) for pair in self.weights],
         }
 
     @classmethod
@@ -46,6 +60,8 @@ class Result:
             data["height"],
             data.get("feather_px", 0),  # rows from before these were measured
             tuple(data.get("changed_beyond_feather", ())),
+            tuple(data.get("prompts", ())),
+            tuple((phrase, float(weight)) for phrase, weight in data.get("weights", ())),
         )
 
 
@@ -107,7 +123,9 @@ class Task:
 
     @property
     def final_prompt(self) -> str:
-        return self.spec.render()
+        """What the engine was asked for or, for Describe and Shorten, what it answered."""
+        analysis = self.result.analysis if self.result else None
+        return analysis if analysis is not None else self.spec.render()
 
     @property
     def preview(self) -> str | None:

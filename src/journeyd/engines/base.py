@@ -9,6 +9,7 @@ once, so every engine keeps pixels beyond the feather bit-identical to the paren
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -20,6 +21,18 @@ Mask = np.ndarray  # HxW bool, True where the engine must paint
 
 UpscaleMode = Literal["subtle", "creative"]
 InpaintKind = Literal["region", "outpaint"]
+
+
+SHORTENED_OPTIONS = 5  # Midjourney's /shorten offers five shorter prompts
+DESCRIBED_PROMPTS = 4  # and /describe four prompts
+
+
+@dataclass(frozen=True)
+class Shortened:
+    """What /shorten finds in a prompt."""
+
+    weights: list[tuple[str, float]]  # each phrase of the prompt and its weight 0..1 (1 = most important), in order
+    prompts: list[str]  # exactly five shorter prompts, most important words first, all distinct
 
 
 class EngineOutOfMemory(Exception):
@@ -61,8 +74,14 @@ class Engine(PromptRules, Protocol):
         seeds: Sequence[int],
         progress: Progress,
         init_images: Sequence[Image] = (),
+        *,
+        style_refs: Sequence[Image] = (),
+        character_refs: Sequence[Image] = (),
     ) -> list[Image]:
-        """Imagine: one image per seed at `size`. `init_images` are image prompts to follow."""
+        """Imagine: one image per seed at `size`. `init_images` are image prompts to follow (weight: the
+        prompt's --iw); `style_refs` are --sref images (--sw: `prompt.style_weight`), `character_refs` --cref
+        images (--cw: `prompt.character_weight`). An engine that cannot follow references refuses them in
+        `check`, at submit, so it never receives any."""
         ...
 
     def vary(
@@ -93,12 +112,36 @@ class Engine(PromptRules, Protocol):
         """
         ...
 
+    def describe(self, image: Image, seed: int, progress: Progress) -> list[str]:
+        """/describe: exactly four distinct prompts for the image, in this order: a caption; the caption
+        and its style; the caption and its lighting/composition; a shortened one. Another seed may
+        word them differently (Midjourney's Retry button)."""
+        ...
+
+    def blend(
+        self,
+        images: Sequence[Image],
+        prompt: PromptSpec,
+        size: tuple[int, int],
+        seeds: Sequence[int],
+        progress: Progress,
+    ) -> list[Image]:
+        """/blend: one image per seed at `size`, mixing the 2..5 `images` (`prompt` may be empty)."""
+        ...
+
+    def shorten(self, prompt: PromptSpec) -> Shortened:
+        """/shorten: how much each phrase of the prompt matters to this engine, and five shorter prompts."""
+        ...
+
 
 @runtime_checkable
-class BatchEngine(Engine, Protocol):
+class BatchEngine(Protocol):
     """An engine that can draw several Imagine tasks in one call, as a GPU engine gains from: the
     worker asks for the batch key of queued tasks, and runs back-to-back tasks with equal keys
-    together."""
+    together. (Only what batching needs: `isinstance` checks every member, and an engine batches
+    whatever other actions it has.)"""
+
+    def canvas_size(self, prompt: PromptSpec) -> tuple[int, int]: ...
 
     def batch_key(self, prompt: PromptSpec) -> object | None:
         """Tasks whose keys are equal can share one `generate_batch` call; None: this one cannot."""

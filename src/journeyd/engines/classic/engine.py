@@ -14,12 +14,16 @@ from collections.abc import Callable, Sequence
 import cv2
 import numpy as np
 
+from journeyd.domain.errors import InvalidRequest
 from journeyd.domain.prompt import PromptSpec
-from journeyd.engines.base import Image, InpaintKind, Mask, Progress, UpscaleMode
+from journeyd.engines.base import Image, InpaintKind, Mask, Progress, Shortened, UpscaleMode
+from journeyd.engines.classic.blend import blend_images
+from journeyd.engines.classic.describe import describe_image
 from journeyd.engines.classic.fields import blur, border_mode, lerp, luma, noise, seeded_rng, smoothstep
 from journeyd.engines.classic.recipe import read_prompt, read_region_prompt
 from journeyd.engines.classic.region import paint_region
 from journeyd.engines.classic.render import STAGES, render
+from journeyd.engines.classic.shorten import shorten_prompt
 from journeyd.imaging.fill import blur_fill
 
 _INPAINT_RENDER_SIDE = 512  # prompt content for outpainting is drawn at most this big, then resized
@@ -37,7 +41,14 @@ class ClassicEngine:
         self.step_delay_s = step_delay_s  # each step also waits this long: a GPU's pace, for fleet tests and benches
 
     def check(self, prompt: PromptSpec) -> None:
-        """Every version and flag can be drawn: there is no model to map them to."""
+        """Every version and flag can be drawn, there is no model to map them to; but style and character
+        references need an image encoder and an IP-Adapter, which it does not have."""
+        for refs, flag in ((prompt.style_refs, "--sref"), (prompt.character_refs, "--cref")):
+            if refs:
+                raise InvalidRequest(
+                    f"the classic engine has no IP-Adapter; {flag} needs the diffusers engine with an "
+                    "ip_adapter configured"
+                )
 
     def canvas_size(self, prompt: PromptSpec) -> tuple[int, int]:
         return self.size_for(prompt.aspect_ratio)
@@ -67,7 +78,12 @@ class ClassicEngine:
         seeds: Sequence[int],
         progress: Progress,
         init_images: Sequence[Image] = (),
+        *,
+        style_refs: Sequence[Image] = (),
+        character_refs: Sequence[Image] = (),
     ) -> list[Image]:
+        if len(style_refs) or len(character_refs):  # refused by `check` at submit
+            raise InvalidRequest("the classic engine has no IP-Adapter for --sref or --cref")
         width, height = _check_size(size)
         recipe = read_prompt(prompt)
         tick = _Counter(progress, len(seeds) * STAGES, self.step_delay_s)
@@ -210,6 +226,25 @@ class ClassicEngine:
             tick.show(candidate)
             tick()
         return out
+
+    def describe(self, image: Image, seed: int, progress: Progress) -> list[str]:
+        """Worded from the image's own measurements (`classic.describe`): what it looks like, not what it shows."""
+        return describe_image(image, seed, progress)
+
+    def blend(
+        self,
+        images: Sequence[Image],
+        prompt: PromptSpec,
+        size: tuple[int, int],
+        seeds: Sequence[int],
+        progress: Progress,
+    ) -> list[Image]:
+        """One image's structure in another's palette (`classic.blend`). The prompt's words are not drawn into a
+        blend: mixing the images is the whole picture."""
+        return blend_images(images, _check_size(size), seeds, progress)
+
+    def shorten(self, prompt: PromptSpec) -> Shortened:
+        return shorten_prompt(prompt)
 
 
 def _cover(image: np.ndarray, width: int, height: int) -> np.ndarray:

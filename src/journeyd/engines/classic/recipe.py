@@ -41,7 +41,7 @@ def _words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def _lookup(word: str) -> str:
+def lookup(word: str) -> str:
     """The lexicon spelling of a word: tries the word, then its singular."""
     for candidate in (
         word,
@@ -80,7 +80,7 @@ def _avoided(colour: RGB, avoid: tuple[RGB, ...]) -> bool:
 
 def read_prompt(prompt: PromptSpec) -> Recipe:
     """The recipe for a prompt: the same words always give the same recipe, in any process."""
-    negative = {_lookup(w) for w in _words(prompt.negative)}
+    negative = {lookup(w) for w in _words(prompt.negative)}
     avoid = tuple(COLOURS[w] for w in sorted(negative) if w in COLOURS)
     key = hashlib.sha256(f"{prompt.text}\x00{prompt.negative}".encode()).digest()[:16]
 
@@ -96,7 +96,7 @@ def read_prompt(prompt: PromptSpec) -> Recipe:
         weight = part.weight
         before: RGB | None = None  # the colour word just before this one: "a red fox"
         for raw in _words(part.text):
-            word = _lookup(raw)
+            word = lookup(raw)
             if word in negative or word in STOPWORDS:
                 continue
             colour_before, before = before, None
