@@ -17,6 +17,7 @@ from PIL import Image
 from journeyd.clock import ManualClock
 from journeyd.domain.keys import ApiKey, hash_secret
 from journeyd.runtime import Runtime, build_runtime
+from journeyd.service import ACCEPT_EVERYTHING
 from tests.conftest import LOOPBACK, TestClient, create_app, make_settings, png_data_url
 
 SECRET = "jd_actions_key_0123456789"
@@ -231,14 +232,6 @@ def test_shorten_weighs_the_words_and_its_buttons_imagine_the_shorter_prompts(mj
     assert imagined["prompt"] == options[1] and imagined["width"] > imagined["height"]  # keeps the --ar 3:2
 
 
-def test_a_prompt_too_short_to_shorten_fails_with_the_reason_and_a_refund(mj: Mj) -> None:
-    answer = mj.submit("/mj/submit/shorten", {"prompt": "a beautiful cat"})
-    mj.runtime.run_pending()
-    task = mj.fetch(answer["result"])
-    assert task["status"] == "FAILURE" and "too few for 5 shorter prompts" in task["failReason"]
-    assert mj.balance == CREDITS
-
-
 def test_the_cli_shows_a_describes_prompts(mj: Mj) -> None:
     from journeyd.task_views import detail
 
@@ -251,6 +244,13 @@ def test_the_cli_shows_a_describes_prompts(mj: Mj) -> None:
 
 # --- bad input -----------------------------------------------------------------------------------------
 BAD = [
+    pytest.param(  # refused at submit, where the engine's rules say what it can shorten
+        "/mj/submit/shorten",
+        {"prompt": "a beautiful cat"},
+        400,
+        "too few for 5 shorter prompts",
+        id="shorten too short",
+    ),
     pytest.param("/mj/submit/blend", {"base64Array": ["ONE"]}, 400, "2 to 5 images", id="blend of 1"),
     pytest.param("/mj/submit/blend", {"base64Array": ["X"] * 6}, 400, "2 to 5 images", id="blend of 6"),
     pytest.param(
@@ -328,7 +328,7 @@ def test_style_and_character_references_reach_an_engine_that_takes_them(
 
     style, face = "https://refs.test/style.png", "https://refs.test/face.png"
     mj.runtime.service.fetcher = Pictures({style: picture("stripes"), face: picture("landscape")})  # type: ignore[assignment]
-    mj.runtime.service.check_prompt = lambda spec: None  # as an engine with an IP-Adapter accepts them
+    mj.runtime.service.rules = ACCEPT_EVERYTHING  # as an engine with an IP-Adapter accepts them
     seen: dict[str, Any] = {}
     drawn = ClassicEngine.generate
 

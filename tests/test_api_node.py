@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from journeyd.clock import ManualClock
@@ -17,7 +18,7 @@ from journeyd.domain.errors import InvalidRequest
 from journeyd.domain.prompt import parse_prompt
 from journeyd.engines import load_engines
 from journeyd.runtime import build_runtime
-from tests.conftest import LOOPBACK, TestClient, create_app, make_settings
+from tests.conftest import LOOPBACK, TestClient, create_app, make_settings, png_data_url
 
 PROFILES = """
 [[profile]]
@@ -107,6 +108,14 @@ def test_an_api_node_accepts_and_refuses_exactly_what_a_worker_on_the_same_setti
             except InvalidRequest as refusal:
                 expected = (400, refusal.message)
             assert submit(client, prompt) == expected, prompt
+        # what these profiles cannot do at all is refused at submit too, not left to fail on a worker
+        pictures = [png_data_url(np.full((64, 64, 3), shade, np.uint8)) for shade in (40, 200)]
+        for path, body, reason in (
+            ("/mj/submit/blend", {"base64Array": pictures}, "no IP-Adapter"),
+            ("/mj/submit/describe", {"base64": pictures[0]}, "no captioning model"),
+        ):
+            answer = client.post(path, json=body)
+            assert answer.status_code == 400 and reason in answer.json()["description"], answer.text
     runtime.store.close()
 
 

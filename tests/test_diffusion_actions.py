@@ -4,7 +4,6 @@ loaded through the engine's real loading code from folders, offline."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -198,9 +197,6 @@ def test_references_without_their_adapter_are_refused_naming_the_setting(
         bare.generate(prompt, (64, 64), SEEDS, _quiet, style_refs=[_picture(1)])
 
 
-@pytest.mark.skipif(
-    "style_refs" not in {f.name for f in dataclasses.fields(PromptSpec)}, reason="PromptSpec has no --sref yet"
-)
 def test_sref_and_cref_in_the_prompt_are_refused_at_submit_where_no_adapter_serves_them(
     steered: DiffusionEngine, bare: DiffusionEngine, folders: dict[str, Path]
 ) -> None:

@@ -233,7 +233,7 @@ def build_runtime(
         banned=BannedWords(settings.banned_word_list()),
         hooks=webhook_http,
         default_hook=Hook(settings.notify_hook, "mj") if settings.notify_hook else None,
-        check_prompt=rules.check,
+        rules=rules,
         rng=rng,
         # with a broker, `journeyd worker` processes announce the models they serve; embedded threads take any
         roster=Roster(store, clock, window_ms=int(settings.unserved_s * 1000)) if settings.broker_url else None,

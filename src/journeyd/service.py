@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -27,6 +27,7 @@ from journeyd.domain.pricing import PriceTable
 from journeyd.domain.prompt import PromptSpec, parse_prompt, parse_speed, with_overrides
 from journeyd.domain.routing import routing_label
 from journeyd.domain.task import ClientData, Hook, Task
+from journeyd.engines.base import PromptRules
 from journeyd.feed import TaskFeed
 from journeyd.imaging.budget import PixelBudget
 from journeyd.imaging.codec import decode_image, encode_png, image_pixels, to_rgb
@@ -112,6 +113,27 @@ class _Modal:
     mask_key: str | None
 
 
+class _AcceptEverything:
+    """The rules of a service built with none: every prompt and action is taken."""
+
+    name = "any"
+
+    def check(self, prompt: PromptSpec) -> None:
+        pass
+
+    def check_blend(self, prompt: PromptSpec) -> None:
+        pass
+
+    def check_describe(self) -> None:
+        pass
+
+    def check_shorten(self, prompt: PromptSpec) -> None:
+        pass
+
+
+ACCEPT_EVERYTHING: PromptRules = _AcceptEverything()
+
+
 class TaskService:
     def __init__(
         self,
@@ -127,7 +149,7 @@ class TaskService:
         banned: BannedWords | None = None,
         hooks: Fetcher | None = None,
         default_hook: Hook | None = None,
-        check_prompt: Callable[[PromptSpec], None] | None = None,
+        rules: PromptRules | None = None,
         rng: random.Random | None = None,
         roster: Roster | None = None,
     ) -> None:
@@ -142,7 +164,7 @@ class TaskService:
         self.banned = banned or BannedWords()
         self.hooks = hooks or fetcher  # checks webhook URLs under the webhooks' own rules
         self.default_hook = default_hook
-        self.check_prompt = check_prompt or (lambda spec: None)  # the engine refuses what it cannot draw
+        self.rules: PromptRules = rules or ACCEPT_EVERYTHING  # the engine refuses, at submit, what it cannot do
         self.roster = roster  # a fleet's: which models its workers serve (None: embedded, any worker takes any)
         self._rng = rng or random.Random()
         self._decoding = PixelBudget(self.limits.max_image_pixels)  # full-size pixels decoded at once
@@ -224,7 +246,7 @@ class TaskService:
         if not spec.text and not spec.image_urls and not image_urls:
             raise InvalidRequest("prompt is empty: describe the image to imagine")
         self.banned.check(prompt)
-        self.check_prompt(spec)
+        self.rules.check(spec)
         client = self._client(client)
         self._check_queue(caller)
         task_id = self.ids.new()
@@ -266,6 +288,7 @@ class TaskService:
             return replayed
         if not isinstance(image, str) or not image.strip():
             raise InvalidRequest("send the image to describe: base64 (or a data URL), or link (an http(s) URL)")
+        self.rules.check_describe()
         return self._analyse(
             caller, Action.DESCRIBE, Op.DESCRIBE, "", PromptSpec(), speed, client, images=[image], field=field
         )
@@ -295,7 +318,7 @@ class TaskService:
         spec = replace(parse_prompt(prompt), aspect=BLEND_DIMENSIONS[shape])
         if spec.image_urls:
             raise InvalidRequest("a blend's images go in their own field, not at the start of its prompt")
-        self.check_prompt(spec)
+        self.rules.check_blend(spec)
         return self._analyse(caller, Action.BLEND, Op.BLEND, prompt, spec, speed, client, images=list(images))
 
     def shorten(
@@ -314,7 +337,8 @@ class TaskService:
         if not spec.text:
             raise InvalidRequest("the prompt has no words to shorten, only images or --flags")
         # Its words are weighed, not drawn: references it names are not fetched, so need no adapter.
-        self.check_prompt(replace(spec, style_refs=(), style_weight=None, character_refs=(), character_weight=None))
+        unreferenced = replace(spec, style_refs=(), style_weight=None, character_refs=(), character_weight=None)
+        self.rules.check_shorten(unreferenced)
         return self._analyse(caller, Action.SHORTEN, Op.SHORTEN, prompt, spec, speed, client)
 
     def _analyse(
@@ -625,7 +649,7 @@ class TaskService:
         text = modal.prompt if modal.prompt and modal.prompt.strip() else default_prompt
         self.banned.check(text)
         spec = parse_prompt(text).inherit(parent.spec)
-        self.check_prompt(spec)
+        self.rules.check(spec)
         args = dict(args)
         mask_key = None
         if op is Op.VARY_REGION:
@@ -695,7 +719,7 @@ class TaskService:
         if prompt and prompt.strip() and op.makes_grid and not plan.modal:  # Remix
             self.banned.check(prompt)
             text, spec = prompt, parse_prompt(prompt).inherit(parent.spec)
-            self.check_prompt(spec)
+            self.rules.check(spec)
         client = self._client(client)
         if not plan.modal or then_modal is not None:
             self._check_queue(caller)
@@ -744,7 +768,7 @@ class TaskService:
         text = parent.result.prompts[index - 1]
         self.banned.check(text)
         spec = parse_prompt(text).inherit(parent.spec)
-        self.check_prompt(spec)
+        self.rules.check(spec)
         if not plan.modal:
             self._check_queue(caller)
         return self._new_task(

@@ -60,6 +60,18 @@ class PromptRules(Protocol):
         `InvalidRequest`, so the client gets a 4xx instead of a failed task."""
         ...
 
+    def check_blend(self, prompt: PromptSpec) -> None:
+        """As `check`, for a blend of images with this prompt (the diffusers engine needs an IP-Adapter)."""
+        ...
+
+    def check_describe(self) -> None:
+        """Refuse a describe this engine cannot do (the diffusers engine needs a captioning model)."""
+        ...
+
+    def check_shorten(self, prompt: PromptSpec) -> None:
+        """Refuse a prompt too short to give five shorter ones."""
+        ...
+
 
 @runtime_checkable
 class Engine(PromptRules, Protocol):

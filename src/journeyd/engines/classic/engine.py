@@ -50,6 +50,15 @@ class ClassicEngine:
                     "ip_adapter configured"
                 )
 
+    def check_blend(self, prompt: PromptSpec) -> None:
+        self.check(prompt)
+
+    def check_describe(self) -> None:
+        pass  # it describes from its own measurements of the image: nothing to configure
+
+    def check_shorten(self, prompt: PromptSpec) -> None:
+        shorten_prompt(prompt)  # cheap (the lexicon only); refuses a prompt with too few words it draws
+
     def canvas_size(self, prompt: PromptSpec) -> tuple[int, int]:
         return self.size_for(prompt.aspect_ratio)
 

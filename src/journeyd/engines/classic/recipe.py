@@ -170,7 +170,7 @@ class RegionRecipe:
 
 def read_region_prompt(prompt: PromptSpec) -> RegionRecipe:
     """The region recipe for a prompt; words the engine cannot draw paint nothing (the region heals)."""
-    negative = {_lookup(w) for w in _words(prompt.negative)}
+    negative = {lookup(w) for w in _words(prompt.negative)}
     key = hashlib.sha256(f"{prompt.text}\x00{prompt.negative}".encode()).digest()[:16]
     motif: str | None = None
     motif_colour = tint = None
@@ -179,7 +179,7 @@ def read_region_prompt(prompt: PromptSpec) -> RegionRecipe:
             continue
         before: RGB | None = None
         for raw in _words(part.text):
-            word = _lookup(raw)
+            word = lookup(raw)
             if word in negative or word in STOPWORDS:
                 continue
             if word in MODIFIERS:

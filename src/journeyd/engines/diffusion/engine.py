@@ -446,7 +446,7 @@ class DiffusionEngine(VersionRules):
 def _reference_weights(prompt: PromptSpec) -> dict[str, float]:
     """Each reference kind's weight relative to its flag's default: --iw (default 1), --sw and --cw
     (default 100)."""
-    style, character = getattr(prompt, "style_weight", None), getattr(prompt, "character_weight", None)
+    style, character = prompt.style_weight, prompt.character_weight
     return {
         "image": prompt.image_weight if prompt.image_weight is not None else 1.0,
         "style": style / 100 if style is not None else 1.0,

@@ -10,24 +10,14 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from journeyd.domain.prompt import PromptSpec
+from journeyd.engines.base import Shortened
 from journeyd.engines.diffusion.phrases import check_shortenable
-
-try:
-    from journeyd.engines.base import Shortened
-except ImportError:  # until engines/base.py gains the shared one (issue 14): the same record
-
-    @dataclass(frozen=True)
-    class Shortened:  # type: ignore[no-redef]
-        weights: list[tuple[str, float]]  # each phrase and its weight 0..1 (1 = most important), prompt order
-        prompts: list[str]  # exactly five shorter prompts, most important words first, all distinct
-
 
 OPTIONS = 5
 

@@ -4,7 +4,7 @@
 import * as api from "./api.js";
 import { CandidateBoard } from "./board.js";
 import { RegionEditor } from "./editor.js";
-import { History, isCustomZoom, isRegion, isRegionResult } from "./history.js";
+import { buttonName, History, isCustomZoom, isRegion, isRegionResult } from "./history.js";
 
 const $ = (id) => document.getElementById(id);
 const PAGE = 50;
@@ -77,8 +77,11 @@ async function press(task, button) {
   if (isRegion(button.customId)) return varyRegion(task, button, speed);
   if (isCustomZoom(button.customId)) return customZoom(task, button, speed);
   await guarded(async () => {
-    await track(await api.press(task.id, button.customId, speed));
-    notify(`${button.label || "Button"} pressed.`);
+    let answer = await api.press(task.id, button.customId, speed);
+    // a prompt picked after a describe or a shorten waits for its modal: an empty one keeps that prompt
+    if (answer.code === 21) answer = await api.modal(answer.result, "", "");
+    await track(answer);
+    notify(`${buttonName(button)} pressed.`);
   });
 }
 
