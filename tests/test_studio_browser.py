@@ -19,6 +19,7 @@ from PIL import Image
 from playwright.sync_api import Browser, Locator, Page, expect
 
 from tests.browser import chromium, screenshot, studio_page
+from tests.conftest import png_data_url
 from tests.servers import Server, journeyd
 
 TIMEOUT_MS = 60_000  # a classic-engine task on a busy 2-core CI machine
@@ -372,3 +373,17 @@ def test_docs_render_with_no_other_host_reachable(browser: Browser, server: Serv
     screenshot(page, f"5-{path.strip('/')}")
     context.close()
     assert foreign == []
+
+
+def test_a_describes_prompt_is_imagined_with_one_press(page: Page, server: Server) -> None:
+    described = httpx.post(
+        f"{server.url}/mj/submit/describe", json={"base64": png_data_url(np.full((96, 96, 3), (40, 90, 200), np.uint8))}
+    ).json()
+    assert described["code"] == 1, described
+    page.reload()
+    describe = card(page, "DESCRIBE")
+    expect(describe).to_be_visible(timeout=TIMEOUT_MS)
+    task = httpx.get(f"{server.url}/mj/task/{described['result']}/fetch").json()
+    first = task["properties"]["finalPrompt"].split("\n\n")[0].removeprefix("1️⃣").strip()
+    describe.get_by_role("button", name="Imagine prompt 1").click()  # a modal in Midjourney: kept as picked
+    expect(card(page, "IMAGINE", text=first.split(" --")[0])).to_be_visible(timeout=TIMEOUT_MS)

@@ -57,10 +57,11 @@ async function loadPage(before) {
 
 // A submit answered with a task id: show the task at once, before any event about it arrives.
 async function track(answer) {
-  const task = await api.fetchTask(answer.result);
-  history.upsert(task);
+  const ids = String(answer.result).split(","); // "Imagine all" answers its four tasks' ids
+  const tasks = await Promise.all(ids.map((id) => api.fetchTask(id)));
+  for (const task of tasks) history.upsert(task);
   showAccount();
-  return task;
+  return tasks[0];
 }
 
 function onTask(task) {

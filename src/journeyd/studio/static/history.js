@@ -12,10 +12,13 @@ const STATUS_WORDS = {
 
 // The name a person (and a screen reader) knows a button by: Discord shows some as an emoji only.
 export function buttonName(button) {
+  const pick = /::(?:PicReader|PromptAnalyzer)::([1-5])/.exec(button.customId);
+  if (pick) return `Imagine prompt ${pick[1]}`; // its label is the bare number
   if (button.label) return button.label;
   const pan = /::pan_(left|right|up|down)::/.exec(button.customId);
   if (pan) return PAN_NAMES[pan[1]];
   if (button.customId.includes("::reroll::")) return "Reroll";
+  if (button.customId.startsWith("MJ::Picread::Retry")) return "Describe again";
   return button.emoji || button.customId;
 }
 
