@@ -110,6 +110,27 @@ class ModalBody(_Body):
     )
 
 
+class DescribeBody(_Body):
+    image_url: str | None = Field(None, description="The image to describe: a URL, a data URL or base64")
+    image_urls: list[str] = Field(default_factory=list, max_length=1, description="Or the image as the only element")
+    speed: Speed | None = None
+    metadata: Metadata = None
+
+
+class BlendBody(_Body):
+    image_urls: list[str] = Field(..., description="2 to 5 images to mix: URLs, data URLs or base64")
+    dimensions: str | None = Field(None, description="PORTRAIT (2:3), SQUARE (default) or LANDSCAPE (3:2)")
+    prompt: str = Field("", description="An optional prompt (text and --flags) to steer the mix")
+    speed: Speed | None = None
+    metadata: Metadata = None
+
+
+class ShortenBody(_Body):
+    prompt: str = Field(..., description="The prompt to analyse: its words' weights and five shorter prompts")
+    speed: Speed | None = None
+    metadata: Metadata = None
+
+
 # --- responses -----------------------------------------------------------------------------------
 class _Answer(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -459,6 +480,35 @@ def pan(body: PanBody, request: Request, caller: CallerDep) -> JsonResponse:
 @_submit_route("/v1/midjourney/generations/inpaint", "Vary (Region): the task waits in MODAL for a mask")
 def inpaint(body: ActionBody, request: Request, caller: CallerDep) -> JsonResponse:
     return _press("inpaint", body, request, caller)
+
+
+@_submit_route("/v1/midjourney/generations/describe", "Describe: four prompts for an image")
+def describe(body: DescribeBody, request: Request, caller: CallerDep) -> JsonResponse:
+    image = body.image_url or (body.image_urls[0] if body.image_urls else "")
+    field = "image_url" if body.image_url else "image_urls"
+    task = _service(request).describe(
+        caller, image, field=field, speed=body.speed, client=ClientData(metadata=body.metadata)
+    )
+    return submitted(task)
+
+
+@_submit_route("/v1/midjourney/generations/blend", "Blend: a grid of four mixing 2 to 5 images")
+def blend(body: BlendBody, request: Request, caller: CallerDep) -> JsonResponse:
+    task = _service(request).blend(
+        caller,
+        body.image_urls,
+        dimensions=body.dimensions,
+        prompt=body.prompt,
+        speed=body.speed,
+        client=ClientData(metadata=body.metadata),
+    )
+    return submitted(task)
+
+
+@_submit_route("/v1/midjourney/generations/shorten", "Shorten: the prompt's token weights and five shorter prompts")
+def shorten(body: ShortenBody, request: Request, caller: CallerDep) -> JsonResponse:
+    task = _service(request).shorten(caller, body.prompt, speed=body.speed, client=ClientData(metadata=body.metadata))
+    return submitted(task)
 
 
 @_submit_route("/v1/midjourney/generations/modal", "Finish a MODAL task with a mask and prompt")
