@@ -5,7 +5,8 @@ The operator names one model (`JOURNEYD_MODEL`, every version maps to it) or sev
 
     [[profile]]
     name = "sdxl"
-    model = "stabilityai/stable-diffusion-xl-base-1.0"   # hub id, diffusers folder or .safetensors file
+    model = "stabilityai/stable-diffusion-xl-base-1.0"   # hub id, diffusers folder or .safetensors file,
+                                                        # or a catalog name (`journeyd models list`)
     inpaint_model = "diffusers/stable-diffusion-xl-1.0-inpainting-0.1"   # optional
     config = "/models/sdxl-base"   # optional: configs for a single-file model (else its hub config, cached)
     versions = ["7", "6.1", "6"]      # --v labels it serves; "*" = any; the first profile is the default
@@ -95,6 +96,7 @@ class Profile:
     negative_guidance: float = 2.0  # FLUX has no negative prompt but through "true CFG": its scale for --no
     inpaint_guidance: float | None = None  # guidance of the inpaint_model; None: 30 for FLUX.1-Fill, else guidance
     speedups: str | None = None  # this model's levers, as JOURNEYD_SPEEDUPS takes them; None: the server's
+    variant: str | None = None  # the weight files of a hub id or folder to load: "fp16" = *.fp16.safetensors
 
     @property
     def region_guidance(self) -> float | None:
@@ -186,6 +188,7 @@ def profile_from(values: dict[str, Any]) -> Profile:
         negative_guidance=float(values.get("negative_guidance", 2.0)),
         inpaint_guidance=float(values["inpaint_guidance"]) if "inpaint_guidance" in values else None,
         speedups=str(values["speedups"]) if values.get("speedups") is not None else None,
+        variant=values.get("variant"),
     )
 
 
@@ -194,10 +197,21 @@ def _tables(model: str | None, models_file: str | None, family: str | None, extr
         tables = tomllib.loads(Path(models_file).read_text()).get("profile", [])
         if not tables:
             raise ProfileError(f"{models_file} has no [[profile]] tables")
-        return list(tables)
+        return [_from_catalog(table) for table in tables]
     if not model:
         raise ProfileError("the diffusers engine needs a model: set JOURNEYD_MODEL or JOURNEYD_MODELS")
-    return [{"model": model, "family": family, **(extra or {})}]
+    return [_from_catalog({"model": model, "family": family, **(extra or {})})]
+
+
+def _from_catalog(table: dict[str, Any]) -> dict[str, Any]:
+    """A table whose model is a catalog name (`sdxl`), as the catalog's settings for it under the
+    table's own; any other table as it is."""
+    from journeyd.models.hub import profile_for
+
+    named = profile_for(str(table.get("model", "")))
+    if named is None:
+        return table
+    return {**named, **{key: value for key, value in table.items() if key != "model" and value is not None}}
 
 
 def load_profiles(
