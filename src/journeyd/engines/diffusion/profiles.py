@@ -92,11 +92,11 @@ class Profile:
     lora_scale: float = 1.0
     config: str | None = None  # for a single-file model: a diffusers folder or hub id with its configs
     inpaint_config: str | None = None  # the same, for a single-file inpaint_model
+    variant: str | None = None  # the weight files of a hub id or folder to load: "fp16" = *.fp16.safetensors
     text_tokens: int = 0  # FLUX: T5 tokens of prompt (max_sequence_length); 0 = the pipeline's 512
     negative_guidance: float = 2.0  # FLUX has no negative prompt but through "true CFG": its scale for --no
     inpaint_guidance: float | None = None  # guidance of the inpaint_model; None: 30 for FLUX.1-Fill, else guidance
     speedups: str | None = None  # this model's levers, as JOURNEYD_SPEEDUPS takes them; None: the server's
-    variant: str | None = None  # the weight files of a hub id or folder to load: "fp16" = *.fp16.safetensors
 
     @property
     def region_guidance(self) -> float | None:
@@ -184,11 +184,11 @@ def profile_from(values: dict[str, Any]) -> Profile:
         lora_scale=float(values.get("lora_scale", 1.0)),
         config=values.get("config"),
         inpaint_config=values.get("inpaint_config"),
+        variant=values.get("variant"),
         text_tokens=int(values.get("text_tokens", 0)),
         negative_guidance=float(values.get("negative_guidance", 2.0)),
         inpaint_guidance=float(values["inpaint_guidance"]) if "inpaint_guidance" in values else None,
         speedups=str(values["speedups"]) if values.get("speedups") is not None else None,
-        variant=values.get("variant"),
     )
 
 
