@@ -14,11 +14,13 @@ import httpx
 import pytest
 
 from journeyd.cli import main
+from journeyd.engines import EngineChoice, choose_engine
 from journeyd.engines.diffusion import load_profiles
 from journeyd.models import hub
 from journeyd.models.catalog import CATALOG, Entry, Repo
+from tests.conftest import make_settings
 from tests.fake_hub import FakeHub, cache_repo, fake_hub, files_of
-from tests.servers import Server, journeyd
+from tests.servers import Server, free_port, journeyd
 from tests.tiny_models import tiny_sd15
 
 MB = 1_000_000
@@ -106,6 +108,12 @@ def test_a_gated_inpainting_model_leaves_the_model_pulled_and_serving_without_it
     assert hub.cache_state(tiny_entry(inpaint=fill), tmp_path) == "without inpainting"
 
 
+def test_a_hub_out_of_reach_is_named(tmp_path: Path) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(hub.PullFailed, match=rf"could not reach the hub at {nowhere} for org/tiny \(ConnectError"):
+        hub.pull(tiny_entry(), cache_dir=tmp_path, endpoint=nowhere)
+
+
 def test_too_little_disk_refuses_before_any_byte_is_fetched(tmp_path: Path) -> None:
     seen: list[Path] = []
 
@@ -188,6 +196,23 @@ def test_auto_with_no_model_serves_classic_and_names_the_command_for_real_pictur
         server.stop()
     (note,) = [line for line in server.log.read_text().splitlines() if "real pictures" in line]
     assert "classic engine: procedural pictures" in note and "`journeyd models pull sd-turbo`" in note
+
+
+def test_auto_without_torch_and_diffusers_says_how_to_install_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "diffusers" else real(name, *a))
+    choice = choose_engine(make_settings(tmp_path))
+    assert choice.settings.engine == "classic"
+    assert choice.note is not None and "`EXTRAS=diffusers ./scripts/serve`" in choice.note
+    with pytest.raises(ValueError, match=r"a model needs .* torch and diffusers"):
+        choose_engine(make_settings(tmp_path, model="sd-turbo"))
+    assert choose_engine(make_settings(tmp_path, engine="classic")) == EngineChoice(
+        make_settings(tmp_path, engine="classic")
+    )
 
 
 def test_auto_serves_a_catalog_model_found_in_the_hub_cache(tmp_path: Path) -> None:

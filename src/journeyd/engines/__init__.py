@@ -43,10 +43,11 @@ def choose_engine(settings: Settings) -> EngineChoice:
                 settings.model_copy(update={"engine": "diffusers", "model": entry.name}),
                 f"serving {entry.name}, the first catalog model in the Hugging Face cache (--model NAME picks another)",
             )
-    get = f"`journeyd models pull {FIRST_MODEL}`" + ("" if installed else " and `EXTRAS=diffusers ./scripts/serve`")
+    then = "start again" if installed else "`EXTRAS=diffusers ./scripts/serve` (torch and diffusers)"
     return EngineChoice(
         settings.model_copy(update={"engine": "classic"}),
-        f"classic engine: procedural pictures, no neural model; for real pictures, {get} (see `journeyd models list`)",
+        f"classic engine: procedural pictures, no neural model; for real pictures: `journeyd models pull "
+        f"{FIRST_MODEL}`, then {then}",
     )
 
 

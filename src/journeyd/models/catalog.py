@@ -69,12 +69,12 @@ class Entry:
         return any(repo.gated for repo in self.repos)
 
 
-def _sd_weights(*text_encoders: str, vae: str = "vae") -> tuple[str, ...]:
+def _sd_weights(*text_encoders: str) -> tuple[str, ...]:
     """The fp16 variant files of a Stable Diffusion pipeline (diffusers names them `*.fp16.safetensors`)."""
     return (
         "unet/diffusion_pytorch_model.fp16.safetensors",
         *(f"{folder}/model.fp16.safetensors" for folder in text_encoders),
-        f"{vae}/diffusion_pytorch_model.fp16.safetensors",
+        "vae/diffusion_pytorch_model.fp16.safetensors",
     )
 
 

@@ -31,7 +31,7 @@ def models_list(args: argparse.Namespace) -> int:
     for name, size, memory, state, good_for in rows:
         print(f"{name:<{w[0]}}  {size:>{w[1]}}  {memory:>{w[2]}}  {state:<{w[3]}}  {good_for}")
     print(
-        f"\n* gated: accept its terms on huggingface.co, then log in with `hf auth login` (or set HF_TOKEN)\n"
+        "\n* gated: accept its terms on huggingface.co, then log in with `hf auth login` (or set HF_TOKEN)\n"
         "MEMORY is GPU memory in half precision; a CPU needs about twice that in RAM.\n"
         f"cache: {hub.hub_cache()} (HF_HUB_CACHE or HF_HOME moves it)\n"
         "`journeyd models pull NAME` downloads one; `journeyd serve` serves the first one in the cache, "
@@ -57,5 +57,11 @@ def models_pull(args: argparse.Namespace) -> int:
         hub.pull(item)
     except hub.PullFailed as error:
         raise CommandFailed(f"models pull {item.name}: {error}") from None
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted: the files already fetched are kept; `journeyd models pull {item.name}` fetches the rest",
+            file=sys.stderr,
+        )
+        return 130
     print(f"{item.name} is in the cache; `journeyd serve --model {item.name}` serves it")
     return 0

@@ -105,11 +105,12 @@ def pull(
 
 
 def _download(repo: Repo, cache: Path, endpoint: str | None) -> None:
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
         LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
         RepositoryNotFoundError,
     )
 
@@ -125,7 +126,13 @@ def _download(repo: Repo, cache: Path, endpoint: str | None) -> None:
             else f"{repo.id}: the hub shows no such repository to this login ({_first_line(error)})"
         ) from error
     except LocalEntryNotFoundError as error:  # offline, or the hub could not be reached
-        raise PullFailed(f"could not download {repo.id}: {_first_line(error)}") from error
+        if isinstance(error.__cause__, OfflineModeIsEnabled) or constants.HF_HUB_OFFLINE:
+            raise PullFailed(f"HF_HUB_OFFLINE is set, so {repo.id} cannot be downloaded: unset it") from error
+        cause = error.__cause__ or error
+        raise PullFailed(
+            f"could not reach the hub at {endpoint or constants.ENDPOINT} for {repo.id} ({type(cause).__name__}: "
+            f"{_first_line(cause)}): check the network, or set HF_ENDPOINT to a mirror"
+        ) from error
     except (HfHubHTTPError, OSError) as error:
         raise PullFailed(f"could not download {repo.id}: {_first_line(error)}") from error
     if lacking := missing_files(repo, cache):
