@@ -6,8 +6,12 @@ API tests drive real HTTP requests in-process over ASGI. Workers do not run on t
 
 from __future__ import annotations
 
+import atexit
 import base64
 import io
+import os
+import shutil
+import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +31,12 @@ from starlette.testclient import TestClient  # noqa: E402
 from journeyd.api.app import create_app  # noqa: E402
 
 LOOPBACK = ("127.0.0.1", 50000)
+
+# No test sees this machine's Hugging Face cache (the `auto` engine would serve a model it found there),
+# nor its servers' subprocesses: set before huggingface_hub is imported, since it reads this once.
+HUB_CACHE = tempfile.mkdtemp(prefix="journeyd-tests-hub-")
+os.environ["HF_HUB_CACHE"] = HUB_CACHE
+atexit.register(shutil.rmtree, HUB_CACHE, True)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -1,4 +1,4 @@
-"""The `journeyd` command: serve, worker, migrate, keys, tasks, demo."""
+"""The `journeyd` command: serve, worker, migrate, keys, tasks, models, demo."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from journeyd.domain.errors import StorageUnavailable
 from journeyd.domain.ids import IdGenerator
 from journeyd.domain.keys import ApiKey, hash_secret, new_secret
 from journeyd.media.storage import check_writable
+from journeyd.models.commands import add_commands as add_model_commands
 from journeyd.store.base import TaskStore, find_task
 
 
@@ -67,6 +68,7 @@ def serve(args: argparse.Namespace) -> int:
     from journeyd import logs
     from journeyd.api.app import create_app
     from journeyd.api.connections import with_header_deadline
+    from journeyd.engines import choose_engine
     from journeyd.runtime import build_runtime
     from journeyd.serving import RecordedServer
 
@@ -83,6 +85,8 @@ def serve(args: argparse.Namespace) -> int:
         )
         return 2
     try:
+        choice = choose_engine(settings)
+        settings = choice.settings
         runtime = build_runtime(settings)
         runtime.lock.acquire()
     except (ValueError, OSError, RuntimeError) as error:  # a bad model, a busy data dir: say so and stop
@@ -95,15 +99,20 @@ def serve(args: argparse.Namespace) -> int:
         if settings.broker_url is None
         else f"broker {safe_url(settings.broker_url)}"
     )
-    logging.getLogger("journeyd").info(
-        "journeyd %s engine%s, %s, database %s, images %s, listening on %s",
+    model = f" ({settings.model or settings.models})" if settings.engine == "diffusers" else ""
+    log = logging.getLogger("journeyd")
+    log.info(
+        "journeyd %s engine%s%s, %s, database %s, images %s, listening on %s",
         settings.engine,
+        model,
         copies,
         work,
         safe_url(settings.database),
         settings.storage,
         settings.base_url,
     )
+    if choice.note:
+        log.info("%s", choice.note)
     # uvicorn's own lines go through our handler (log_config=None); its access log stays off: we log each request
     config = uvicorn.Config(
         create_app(runtime),
@@ -469,8 +478,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub.add_argument("--storage-url", help="file:///path (default: in the data dir) or s3://bucket/prefix")
 
     def engine_flags(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--engine", help="classic (default, CPU, no weights) or diffusers")
-        sub.add_argument("--model", help="diffusers: hub id, diffusers folder or .safetensors, for every --v")
+        sub.add_argument(
+            "--engine",
+            help="auto (default: diffusers when torch, diffusers and a model are there, else classic), "
+            "classic (CPU, no weights) or diffusers",
+        )
+        sub.add_argument(
+            "--model",
+            help="diffusers: a name from `journeyd models list`, a hub id, a diffusers folder or a .safetensors, "
+            "for every --v",
+        )
         sub.add_argument("--models", help="diffusers: TOML file of [[profile]] tables mapping --v to models")
         sub.add_argument("--model-family", help="diffusers: sd15, sdxl or flux, when it cannot be told")
         sub.add_argument(
@@ -561,6 +578,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     common(tasks_show_parser)
     tasks_show_parser.add_argument("task_id", help="any of its ids: task_<ULID>, the ULID, a number or a messageId")
     tasks_show_parser.set_defaults(func=tasks_show)
+
+    add_model_commands(commands)
 
     demo_parser = commands.add_parser("demo", help="imagine -> U1 -> Vary (Region) -> modal, print the URLs")
     common(demo_parser)

@@ -68,8 +68,14 @@ class Settings(BaseSettings):
     )
     insecure: bool = Field(False, description="Allow listening beyond loopback with no API key created")
 
-    engine: str = Field("classic", description="classic (CPU, no weights) or diffusers (open models)")
-    model: str | None = Field(None, description="diffusers: hub id, diffusers folder or .safetensors for every --v")
+    engine: str = Field(
+        "auto",
+        description="auto (diffusers when torch, diffusers and a model are there: a named one, or a catalog "
+        "model in the Hugging Face cache; else classic), classic (CPU, no weights) or diffusers (open models)",
+    )
+    model: str | None = Field(
+        None, description="diffusers: catalog name, hub id, diffusers folder or .safetensors, for every --v"
+    )
     model_family: str | None = Field(None, description="diffusers: sd15, sdxl or flux, when it cannot be told")
     models: str | None = Field(None, description="diffusers: a TOML file of [[profile]] tables, --v to model")
     device: str | None = Field(

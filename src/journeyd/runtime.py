@@ -19,7 +19,7 @@ from journeyd.config import Settings
 from journeyd.domain.ids import IdGenerator
 from journeyd.domain.moderation import BannedWords
 from journeyd.domain.task import Hook
-from journeyd.engines import load_engines, load_prompt_rules
+from journeyd.engines import choose_engine, load_engines, load_prompt_rules
 from journeyd.engines.base import Engine, PromptRules
 from journeyd.maintenance import Maintenance
 from journeyd.media.fetch import SafeFetcher
@@ -174,6 +174,7 @@ def build_workers(settings: Settings, *, clock: Clock | None = None) -> tuple[Ta
     """A worker process's parts (`journeyd worker`): the shared store and images, and one worker per
     engine device, each running one task at a time."""
     clock = clock or SystemClock()
+    settings = choose_engine(settings).settings
     store = open_store(settings, on_transition=observe.task_moved)
     images = open_images(settings)
     engines = load_engines(settings)
@@ -191,6 +192,7 @@ def build_runtime(
     entropy: Callable[[int], bytes] | None = None,
 ) -> Runtime:
     clock = clock or SystemClock()
+    settings = choose_engine(settings).settings  # `auto` settled once: every part then sees the same engine
     check_writable(settings.data_dir, durable=settings.durable)
     count = _thread_count(settings)
     store = open_store(settings, on_transition=observe.task_moved)

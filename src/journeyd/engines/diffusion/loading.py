@@ -8,7 +8,10 @@ A single-file FLUX checkpoint is read for its transformer only (Black Forest Lab
 else); the text encoders and VAE come from `config` (default: the hub repository diffusers names for
 that kind of checkpoint, from the local cache).
 Everything is loaded at start-up: a missing or broken model stops the server with a message naming
-it, instead of failing the first task.
+it, instead of failing the first task. A catalog name (`sdxl`) arrives here as its hub id, with the
+`variant` of its weight files (profiles.py resolves it; `journeyd models pull` downloads it).
+SD 1.x pipelines load without their safety checker (the catalog does not download it): its verdict is
+a black picture that nothing reports, and moderation here is the banned-words list.
 """
 
 from __future__ import annotations
@@ -116,13 +119,21 @@ def offline() -> bool:
 
 
 def _load(
-    cls: Any, source: str, dtype: torch.dtype, config: str | None = None, subfolder: str | None = None, **parts: Any
+    cls: Any,
+    source: str,
+    dtype: torch.dtype,
+    config: str | None = None,
+    subfolder: str | None = None,
+    variant: str | None = None,
+    **parts: Any,
 ) -> Any:
     """A pipeline, or with `subfolder` one of its models, from a hub id, a diffusers folder or a single
     file (whose configs come from `config`, else from the hub repository diffusers infers from its keys).
-    `parts` are components already loaded, for a pipeline from a folder or hub id."""
+    `variant` picks a folder's or hub id's weight files (`fp16`: `*.fp16.safetensors`). `parts` are
+    components already loaded (or None: left out), for a pipeline from a folder or hub id."""
     path = Path(source).expanduser()
     where = {"subfolder": subfolder} if subfolder else {}
+    parts = {**parts, **({"variant": variant} if variant else {})}
     try:
         if path.is_file():
             if path.suffix not in (".safetensors", ".ckpt"):
@@ -139,7 +150,17 @@ def _load(
     except ModelLoadError:
         raise
     except Exception as error:  # diffusers raises many kinds; all mean "this model is not usable"
-        raise ModelLoadError(f"could not load model {source!r}: {type(error).__name__}: {reason_of(error)}") from error
+        raise ModelLoadError(
+            f"could not load model {source!r}: {type(error).__name__}: {reason_of(error)}{_pull_hint(source)}"
+        ) from error
+
+
+def _pull_hint(source: str) -> str:
+    """How to download a catalog model that is not in the cache."""
+    from journeyd.models.catalog import holding
+
+    entry = holding(source)
+    return f" (`journeyd models pull {entry.name}` downloads it)" if entry else ""
 
 
 def _load_base(profile: Profile, dtype: torch.dtype) -> Any:
@@ -147,7 +168,7 @@ def _load_base(profile: Profile, dtype: torch.dtype) -> Any:
     pipeline comes from `config`, or from the repository its keys name (FLUX.1-dev or -schnell)."""
     cls = _pipeline_classes(profile.family)[0]
     if profile.family != "flux" or not Path(profile.model).expanduser().is_file():
-        return _load(cls, profile.model, dtype, profile.config)
+        return _load(cls, profile.model, dtype, profile.config, variant=profile.variant, **_without_checker(profile))
     config = profile.config or _flux_repository(profile.model)
     try:
         return _load(cls, config, dtype, transformer=_flux_transformer(profile.model, dtype, config))
@@ -155,6 +176,10 @@ def _load_base(profile: Profile, dtype: torch.dtype) -> Any:
         raise ModelLoadError(
             f"{error} (the transformer's config, text encoders and VAE come from {config!r})"
         ) from error
+
+
+def _without_checker(profile: Profile) -> dict[str, Any]:
+    return {"safety_checker": None, "requires_safety_checker": False} if profile.family == "sd15" else {}
 
 
 def _flux_transformer(source: str, dtype: torch.dtype, config: str | None) -> Any:
@@ -295,7 +320,15 @@ def _load_inpaint(profile: Profile, dtype: torch.dtype, txt2img: Any) -> Any | N
         return None
     dedicated_cls = _pipeline_classes(profile.family)[3]
     if profile.family != "flux":
-        return _load(dedicated_cls, profile.inpaint_model, dtype, profile.inpaint_config).to(txt2img.device)
+        inpaint = _load(
+            dedicated_cls,
+            profile.inpaint_model,
+            dtype,
+            profile.inpaint_config,
+            variant=profile.variant,
+            **_without_checker(profile),
+        )
+        return inpaint.to(txt2img.device)
     transformer = _flux_transformer(profile.inpaint_model, dtype, profile.inpaint_config).to(txt2img.device)
     return _derive(dedicated_cls, txt2img, transformer=transformer)
 

@@ -5,7 +5,8 @@ The operator names one model (`JOURNEYD_MODEL`, every version maps to it) or sev
 
     [[profile]]
     name = "sdxl"
-    model = "stabilityai/stable-diffusion-xl-base-1.0"   # hub id, diffusers folder or .safetensors file
+    model = "stabilityai/stable-diffusion-xl-base-1.0"   # hub id, diffusers folder or .safetensors file,
+                                                        # or a catalog name (`journeyd models list`)
     inpaint_model = "diffusers/stable-diffusion-xl-1.0-inpainting-0.1"   # optional
     config = "/models/sdxl-base"   # optional: configs for a single-file model (else its hub config, cached)
     versions = ["7", "6.1", "6"]      # --v labels it serves; "*" = any; the first profile is the default
@@ -126,6 +127,7 @@ class Profile:
     lora_scale: float = 1.0
     config: str | None = None  # for a single-file model: a diffusers folder or hub id with its configs
     inpaint_config: str | None = None  # the same, for a single-file inpaint_model
+    variant: str | None = None  # the weight files of a hub id or folder to load: "fp16" = *.fp16.safetensors
     text_tokens: int = 0  # FLUX: T5 tokens of prompt (max_sequence_length); 0 = the pipeline's 512
     negative_guidance: float = 2.0  # FLUX has no negative prompt but through "true CFG": its scale for --no
     inpaint_guidance: float | None = None  # guidance of the inpaint_model; None: 30 for FLUX.1-Fill, else guidance
@@ -261,6 +263,7 @@ def profile_from(values: dict[str, Any]) -> Profile:
         lora_scale=float(values.get("lora_scale", 1.0)),
         config=values.get("config"),
         inpaint_config=values.get("inpaint_config"),
+        variant=values.get("variant"),
         text_tokens=int(values.get("text_tokens", 0)),
         negative_guidance=float(values.get("negative_guidance", 2.0)),
         inpaint_guidance=float(values["inpaint_guidance"]) if "inpaint_guidance" in values else None,
@@ -275,10 +278,21 @@ def _tables(model: str | None, models_file: str | None, family: str | None, extr
         tables = tomllib.loads(Path(models_file).read_text()).get("profile", [])
         if not tables:
             raise ProfileError(f"{models_file} has no [[profile]] tables")
-        return list(tables)
+        return [_from_catalog(table) for table in tables]
     if not model:
         raise ProfileError("the diffusers engine needs a model: set JOURNEYD_MODEL or JOURNEYD_MODELS")
-    return [{"model": model, "family": family, **(extra or {})}]
+    return [_from_catalog({"model": model, "family": family, **(extra or {})})]
+
+
+def _from_catalog(table: dict[str, Any]) -> dict[str, Any]:
+    """A table whose model is a catalog name (`sdxl`), as the catalog's settings for it under the
+    table's own; any other table as it is."""
+    from journeyd.models.hub import profile_for
+
+    named = profile_for(str(table.get("model", "")))
+    if named is None:
+        return table
+    return {**named, **{key: value for key, value in table.items() if key != "model" and value is not None}}
 
 
 def load_profiles(
