@@ -212,9 +212,10 @@ def test_live_progress_shows_step_previews_and_a_cancel_shows_its_reason(browser
     slow = Server(tmp_path / "data", args=("--engine", "classic"), env={"JOURNEYD_CLASSIC_STEP_S": "0.25"}).start()
     try:
         with studio_page(browser, slow.url) as page:
+            expect(page.locator("body[data-ready=true]")).to_be_attached()  # the first load's stream is open
             streams: list[str] = []
             page.on("request", lambda r: streams.append(r.url) if "/mj/task/events" in r.url else None)
-            page.reload()
+            page.reload()  # counted from here: one page load
             expect(page.get_by_label("Live updates")).to_have_text("● live")
             page.get_by_label("Prompt", exact=True).fill("a harbour at night --seed 3")
             page.keyboard.press("Enter")  # the keyboard submits too
