@@ -388,3 +388,29 @@ def test_a_describes_prompt_is_imagined_with_one_press(page: Page, server: Serve
     first = task["properties"]["finalPrompt"].split("\n\n")[0].removeprefix("1️⃣").strip()
     describe.get_by_role("button", name="Imagine prompt 1").click()  # a modal in Midjourney: kept as picked
     expect(card(page, "IMAGINE", text=first.split(" --")[0])).to_be_visible(timeout=TIMEOUT_MS)
+
+
+def test_describe_blend_and_shorten_from_the_page(page: Page, tmp_path: Path) -> None:
+    files = []
+    for n, colour in enumerate(((200, 120, 40), (40, 90, 200), (30, 160, 60))):
+        path = tmp_path / f"picture-{n}.png"
+        pixels = np.zeros((96, 128, 3), np.uint8)
+        pixels[:48], pixels[48:] = colour, (20, 20, 30)
+        Image.fromarray(pixels).save(path)
+        files.append(str(path))
+    page.get_by_label("Describe an image").set_input_files(files[0])
+    expect(card(page, "DESCRIBE").get_by_role("button", name="Imagine prompt 4")).to_be_visible(timeout=TIMEOUT_MS)
+
+    page.get_by_label("Blend shape").select_option("LANDSCAPE")
+    page.get_by_label("Blend 2 to 5 images").set_input_files(files)
+    expect(card(page, "BLEND").get_by_role("button", name="U1", exact=True)).to_be_visible(timeout=TIMEOUT_MS)
+    page.get_by_label("Blend 2 to 5 images").set_input_files(files[0])  # one is not a blend: said, nothing sent
+    expect(page.locator("#notice")).to_have_text("Choose 2 to 5 images.")
+
+    page.get_by_label("Prompt", exact=True).fill("a red fox in the snow, misty pine forest at dawn, golden light")
+    page.get_by_role("button", name="Shorten").click()
+    shortened = card(page, "SHORTEN")
+    expect(shortened.get_by_role("button", name="Imagine prompt 5")).to_be_visible(timeout=TIMEOUT_MS)
+    shortened.get_by_role("button", name="Imagine prompt 1").click()
+    expect(card(page, "IMAGINE", text="fox")).to_be_visible(timeout=TIMEOUT_MS)
+    screenshot(page, "6-actions")

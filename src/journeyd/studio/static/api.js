@@ -67,6 +67,10 @@ export function listTasks({ before, limit = 50 } = {}) {
 }
 
 export const imagine = (prompt, speed) => submit(`${SPEED_PREFIX[speed]}/submit/imagine`, { prompt });
+export const describe = (base64, speed) => submit(`${SPEED_PREFIX[speed]}/submit/describe`, { base64 });
+export const blend = (base64Array, dimensions, speed) =>
+  submit(`${SPEED_PREFIX[speed]}/submit/blend`, { base64Array, dimensions });
+export const shorten = (prompt, speed) => submit(`${SPEED_PREFIX[speed]}/submit/shorten`, { prompt });
 export const press = (taskId, customId, speed) =>
   submit(`${SPEED_PREFIX[speed]}/submit/action`, { taskId, customId });
 export const cancel = (id) => call(`/mj/task/${encodeURIComponent(id)}/cancel`, { method: "POST" });

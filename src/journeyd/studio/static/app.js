@@ -139,6 +139,29 @@ async function openBoard(task) {
   await board.open(task, parent);
 }
 
+function dataUrl(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(new Error(`cannot read ${file.name}`));
+    reader.readAsDataURL(file);
+  });
+}
+
+// Describe and Blend take images from the person's disk: the input is cleared so the same file can go again.
+async function fromFiles(input, count, submitWith) {
+  const files = [...input.files];
+  input.value = "";
+  if (!files.length) return;
+  const [fewest, most] = count;
+  if (files.length < fewest || files.length > most) {
+    return notify(fewest === most ? "Choose one image." : `Choose ${fewest} to ${most} images.`, true);
+  }
+  await guarded(async () => {
+    await track(await submitWith(await Promise.all(files.map(dataUrl))));
+  });
+}
+
 function startStream() {
   if (stream) stream.stop();
   let opened;
@@ -172,6 +195,20 @@ async function start() {
       notify("Imagine submitted.");
     });
   });
+  $("shorten").addEventListener("click", async () => {
+    const prompt = $("prompt").value.trim();
+    if (!prompt) return notify("Write the prompt to shorten first.", true);
+    await guarded(async () => {
+      await track(await api.shorten(prompt, $("speed").value));
+      notify("Shorten submitted.");
+    });
+  });
+  $("describe-file").addEventListener("change", (event) =>
+    fromFiles(event.target, [1, 1], ([image]) => api.describe(image, $("speed").value)),
+  );
+  $("blend-files").addEventListener("change", (event) =>
+    fromFiles(event.target, [2, 5], (images) => api.blend(images, $("blend-shape").value, $("speed").value)),
+  );
   $("prompt").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey) {
       event.preventDefault();

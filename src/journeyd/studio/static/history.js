@@ -22,6 +22,8 @@ export function buttonName(button) {
   return button.emoji || button.customId;
 }
 
+const ANALYSES = new Set(["DESCRIBE", "SHORTEN"]); // their result is text: prompts to press
+
 export const isRegion = (customId) => customId.startsWith("MJ::Inpaint::");
 export const isCustomZoom = (customId) => customId.startsWith("MJ::CustomZoom::");
 export const isRegionResult = (task) => task.action === "INPAINT" && task.status === "SUCCESS";
@@ -66,7 +68,8 @@ export class History {
     if (old) {
       old.replaceWith(card);
     } else {
-      const after = [...this.cards.values()].find((other) => order(task, this.tasks.get(other.dataset.id)) < 0);
+      // the first card, in the page's order, that is older than this task
+      const after = [...this.list.children].find((other) => order(task, this.tasks.get(other.dataset.id)) < 0);
       this.list.insertBefore(card, after || null);
     }
     this.cards.set(task.id, card);
@@ -76,6 +79,8 @@ export class History {
   render(task) {
     const label = `Task ${task.id}`;
     const running = task.status === "IN_PROGRESS" || task.status === "SUBMITTED";
+    const analysis = ANALYSES.has(task.action) && task.status === "SUCCESS";
+    const pictured = Boolean(task.imageUrl) || !ANALYSES.has(task.action); // a shorten has no picture
     const image = task.imageUrl
       ? element("img", {
           src: task.imageUrl,
@@ -107,12 +112,20 @@ export class History {
     const progress = Number.parseInt(task.progress, 10) || 0;
     return element(
       "li",
-      { class: `task status-${task.status.toLowerCase()}`, "data-id": task.id, "aria-label": label },
-      element("figure", {}, image),
+      {
+        class: `task status-${task.status.toLowerCase()}${pictured ? "" : " text-only"}`,
+        "data-id": task.id,
+        "aria-label": label,
+      },
+      pictured && element("figure", {}, image),
       element(
         "div",
         { class: "meta" },
-        element("p", { class: "prompt", text: task.prompt || task.description }),
+        element("p", {
+          class: "prompt",
+          text: task.action === "DESCRIBE" ? task.description : task.prompt || task.description,
+        }),
+        analysis && element("p", { class: "analysis" }, ...marked(task.properties.finalPrompt)),
         element("p", {
           class: "state",
           text: `${task.action} · ${STATUS_WORDS[task.status] || task.status}${running ? ` · ${progress}%` : ""}`,
@@ -123,6 +136,15 @@ export class History {
       ),
     );
   }
+}
+
+// Midjourney's **bold** and ~~struck~~ words as elements (text nodes only: nothing is parsed as HTML).
+function marked(text) {
+  return text.split(/(\*\*[^*\n]+\*\*|~~[^~\n]+~~)/).map((part) => {
+    if (part.startsWith("**") && part.endsWith("**") && part.length > 4) return element("strong", { text: part.slice(2, -2) });
+    if (part.startsWith("~~") && part.endsWith("~~") && part.length > 4) return element("s", { text: part.slice(2, -2) });
+    return document.createTextNode(part);
+  });
 }
 
 function version(task) {
