@@ -1,5 +1,6 @@
 """A stand-in for the Hugging Face Hub over real HTTP, on a free loopback port: the few endpoints
-`huggingface_hub`'s `snapshot_download` calls, so pulls are tested with HF_ENDPOINT pointing here.
+`huggingface_hub` calls to list a repository and fetch its files (`journeyd models pull`, `snapshot_download`),
+so pulls are tested with HF_ENDPOINT pointing here.
 
 - `GET /api/models/{id}/revision/{rev}`: the repository's info (its commit and file names);
 - `GET /api/models/{id}/tree/{rev}?recursive=...`: its files, with sizes (one page);

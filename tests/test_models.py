@@ -7,6 +7,7 @@ the tests lay out themselves, in huggingface_hub's layout, from the tiny models.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from tests.servers import Server, free_port, journeyd
 from tests.tiny_models import tiny_sd15
 
 MB = 1_000_000
+MiB = 1 << 20
 WEIGHTS = "unet/diffusion_pytorch_model.fp16.safetensors"
 SD_TURBO = next(entry for entry in CATALOG if entry.name == "sd-turbo")
 
@@ -85,6 +87,81 @@ def test_a_connection_dropped_mid_file_resumes_from_the_byte_it_reached(tmp_path
     (resumed,) = server.ranges()
     assert resumed.startswith("bytes=") and int(resumed[6:-1]) > 0
     assert (snapshot(tmp_path, "org/tiny") / WEIGHTS).read_bytes() == files[WEIGHTS]
+
+
+def blobs(cache: Path, repo_id: str = "org/tiny") -> Path:
+    return cache / f"models--{repo_id.replace('/', '--')}" / "blobs"
+
+
+def test_a_pull_cut_off_by_ctrl_c_resumes_the_file_from_the_byte_it_reached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from huggingface_hub import constants, snapshot_download, try_to_load_from_cache
+
+    monkeypatch.setenv("TQDM_POSITION", "-1")
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", MiB)  # the bytes come in chunks of 1 MiB
+    files = repo_files()
+    weights, etag = files[WEIGHTS], hashlib.sha256(files[WEIGHTS]).hexdigest()
+    bar = hub._bar_class()
+
+    class CtrlC(bar):  # type: ignore[misc, valid-type]
+        """Ctrl-C as the third chunk of the weights arrives (before it is written: two are on disk)."""
+
+        def update(self, n: float | None = 1) -> bool | None:
+            shown = super().update(n)
+            if self.total == len(weights) and self.n > 2 * MiB:
+                raise KeyboardInterrupt
+            return shown
+
+    with fake_hub(FakeHub({"org/tiny": files})) as server:
+        monkeypatch.setattr(hub, "_bar_class", lambda: CtrlC)
+        with pytest.raises(KeyboardInterrupt):
+            hub.pull(tiny_entry(), cache_dir=tmp_path, endpoint=server.url)
+        assert (blobs(tmp_path) / f"{etag}.incomplete").read_bytes() == weights[: 2 * MiB]
+        assert hub.cache_state(tiny_entry(), tmp_path) == "no"
+
+        monkeypatch.setattr(hub, "_bar_class", lambda: bar)
+        server.requests.clear()
+        capsys.readouterr()
+        hub.pull(tiny_entry(), cache_dir=tmp_path, endpoint=server.url)
+    assert server.ranges() == [f"bytes={2 * MiB}-"]  # the rest of the weights, and the file not fetched yet:
+    assert server.fetched() == [("org/tiny", WEIGHTS), ("org/tiny", "tokenizer/merges.txt")]
+    assert " 70%|" in (bars := capsys.readouterr().err) and "2.10MB/3.00MB" in bars  # it starts where the file stood
+    pulled = ("model_index.json", "unet/config.json", WEIGHTS, "tokenizer/merges.txt")
+    blob_names = sorted(hashlib.sha256(files[name]).hexdigest() for name in pulled)
+    assert sorted(path.name for path in blobs(tmp_path).iterdir()) == blob_names  # and no .incomplete left
+
+    cached = try_to_load_from_cache("org/tiny", WEIGHTS, cache_dir=str(tmp_path))
+    assert isinstance(cached, str) and Path(cached).read_bytes() == weights
+    folder = Path(snapshot_download("org/tiny", cache_dir=str(tmp_path), local_files_only=True))
+    assert folder == snapshot(tmp_path, "org/tiny")
+    for name in pulled:
+        assert (folder / name).is_symlink() and (folder / name).read_bytes() == files[name]
+
+
+def test_a_partial_file_that_is_not_the_files_start_is_not_trusted(tmp_path: Path) -> None:
+    files = repo_files()
+    weights, etag = files[WEIGHTS], hashlib.sha256(files[WEIGHTS]).hexdigest()
+    older = blobs(tmp_path) / f"{hashlib.sha256(b'the weights before an update').hexdigest()}.incomplete"
+    older.parent.mkdir(parents=True)
+    older.write_bytes(b"the weights before")  # the start of a file the hub no longer serves
+    partial = blobs(tmp_path) / f"{etag}.incomplete"
+    partial.write_bytes(os.urandom(len(weights) + 1))  # longer than the file
+    with fake_hub(FakeHub({"org/tiny": files})) as server:
+        hub.pull(tiny_entry(), cache_dir=tmp_path, endpoint=server.url)
+    assert server.ranges() == []
+    assert (snapshot(tmp_path, "org/tiny") / WEIGHTS).read_bytes() == weights
+    assert not partial.exists() and not older.exists()
+
+    again = tmp_path / "again"
+    blobs(again).mkdir(parents=True)
+    (blobs(again) / f"{etag}.incomplete").write_bytes(os.urandom(MB))  # as long as a start, but other bytes
+    with fake_hub(FakeHub({"org/tiny": files})) as server:
+        hub.pull(tiny_entry(), cache_dir=again, endpoint=server.url)
+    assert server.ranges() == [f"bytes={MB}-"]  # resumed, found wrong by its sha256, fetched whole
+    assert server.fetched().count(("org/tiny", WEIGHTS)) == 2
+    assert (snapshot(again, "org/tiny") / WEIGHTS).read_bytes() == weights
+    assert not (blobs(again) / f"{etag}.incomplete").exists()
 
 
 def test_a_gated_model_says_how_to_log_in(tmp_path: Path) -> None:

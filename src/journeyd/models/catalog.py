@@ -33,7 +33,7 @@ class Repo:
 
     @property
     def patterns(self) -> list[str]:
-        """What `snapshot_download` fetches: the weights by name, and the small files."""
+        """What a pull fetches (patterns as `snapshot_download` takes them): the weights by name, and small files."""
         return [*self.weights, *CONFIG_PATTERNS]
 
     @property

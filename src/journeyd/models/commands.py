@@ -59,7 +59,8 @@ def models_pull(args: argparse.Namespace) -> int:
         raise CommandFailed(f"models pull {item.name}: {error}") from None
     except KeyboardInterrupt:
         print(
-            f"\ninterrupted: the files already fetched are kept; `journeyd models pull {item.name}` fetches the rest",
+            f"\ninterrupted: what was fetched is kept, the last file's part too; `journeyd models pull {item.name}` "
+            "fetches the rest, resuming that file from the byte it reached",
             file=sys.stderr,
         )
         return 130

@@ -2,9 +2,8 @@
 
 The cache is huggingface_hub's own (`HF_HUB_CACHE`, else `HF_HOME/hub`, else ~/.cache/huggingface/hub),
 so a model pulled here is the one diffusers loads by its hub id, and one pulled by other tools counts.
-Downloads go through `snapshot_download` with the catalog's exact files: huggingface_hub shows the
-progress, keeps every finished file (an interrupted pull starts again with the files it lacks), and
-resumes a file whose connection dropped from the byte it had reached.
+A pull fetches the catalog's exact files (`download.py`): every finished file is kept, and the file it was
+fetching when it was cut off (Ctrl-C, a killed process, a dropped connection) resumes from the byte it reached.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from journeyd.models.catalog import CATALOG, GB, Entry, Repo, find, human, profile_table
+from journeyd.models.download import fetch_repo
 
 SPARE = GB  # free space left over after a pull, beyond the download itself (or 5% of it, if that is more)
 BYTES_BAR = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}B/{total_fmt}B [{elapsed}<{remaining}, {rate_fmt}]"
@@ -105,19 +105,12 @@ def pull(
 
 
 def _download(repo: Repo, cache: Path, endpoint: str | None) -> None:
-    from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        OfflineModeIsEnabled,
-        RepositoryNotFoundError,
-    )
+    import httpx2  # huggingface_hub's HTTP client, whose errors its calls raise
+    from huggingface_hub import constants
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError
 
     try:
-        snapshot_download(
-            repo.id, allow_patterns=repo.patterns, cache_dir=str(cache), endpoint=endpoint, tqdm_class=_bar_class()
-        )
+        fetch_repo(repo.id, repo.patterns, cache, endpoint, _bar_class())
     except (GatedRepoError, RepositoryNotFoundError) as error:  # the hub says "not found" to a stranger, too
         raise PullFailed(
             f"{repo.id} is gated: accept its terms at {repo.url} while signed in, then log in here with "
@@ -125,13 +118,12 @@ def _download(repo: Repo, cache: Path, endpoint: str | None) -> None:
             if isinstance(error, GatedRepoError) or repo.gated
             else f"{repo.id}: the hub shows no such repository to this login ({_first_line(error)})"
         ) from error
-    except LocalEntryNotFoundError as error:  # offline, or the hub could not be reached
-        if isinstance(error.__cause__, OfflineModeIsEnabled) or constants.HF_HUB_OFFLINE:
-            raise PullFailed(f"HF_HUB_OFFLINE is set, so {repo.id} cannot be downloaded: unset it") from error
-        cause = error.__cause__ or error
+    except OfflineModeIsEnabled as error:
+        raise PullFailed(f"HF_HUB_OFFLINE is set, so {repo.id} cannot be downloaded: unset it") from error
+    except httpx2.TransportError as error:  # the hub could not be reached, or stopped answering
         raise PullFailed(
-            f"could not reach the hub at {endpoint or constants.ENDPOINT} for {repo.id} ({type(cause).__name__}: "
-            f"{_first_line(cause)}): check the network, or set HF_ENDPOINT to a mirror"
+            f"could not reach the hub at {endpoint or constants.ENDPOINT} for {repo.id} ({type(error).__name__}: "
+            f"{_first_line(error)}): check the network, or set HF_ENDPOINT to a mirror"
         ) from error
     except (HfHubHTTPError, OSError) as error:
         raise PullFailed(f"could not download {repo.id}: {_first_line(error)}") from error
