@@ -102,11 +102,15 @@ class Fleet:
         server.start()
         return server
 
-    def worker(self, args: tuple[str, ...] = ()) -> WorkerProcess:
-        """A worker process, with its own /metrics on a free port (`metrics_url`)."""
+    def worker(self, args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> WorkerProcess:
+        """A worker process, with its own /metrics on a free port (`metrics_url`); `env` overrides the
+        fleet's settings for this one (a database URL through a proxy, a slower engine)."""
         port = free_port()
         worker = WorkerProcess(
-            f"worker{len(self.workers) + 1}", self.root, self.env, ("--worker-metrics", str(port), *args)
+            f"worker{len(self.workers) + 1}",
+            self.root,
+            {**self.env, **(env or {})},
+            ("--worker-metrics", str(port), *args),
         )
         worker.metrics_url = f"http://127.0.0.1:{port}/metrics"
         self.workers.append(worker)

@@ -1,6 +1,7 @@
 """A fleet of real processes: two API nodes and classic workers on one PostgreSQL database, one RabbitMQ
 and one SeaweedFS S3 server. Each test breaks one part the way production breaks it (kill -9, SIGSTOP,
-a broker or database restart, S3 going away) and checks that nothing is lost and nothing charged twice.
+a broker or database restart, a worker cut off from the database, S3 going away) and checks that
+nothing is lost and nothing charged twice.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -23,10 +25,11 @@ from PIL import Image
 from psycopg.conninfo import conninfo_to_dict
 
 from tests.conftest import box_mask, png_data_url
-from tests.fleet import Fleet
+from tests.fleet import Fleet, WorkerProcess
 from tests.pg import fresh_database
 from tests.seaweed import Seaweed
 from tests.servers import journeyd
+from tests.tcp_proxy import TcpProxy
 from tests.test_seed_flow import _beyond_feather
 
 pytestmark = pytest.mark.timeout(240)
@@ -41,6 +44,22 @@ def pg_url() -> Iterator[str]:
         parts = conninfo_to_dict(dsn)
         user, host, port = parts.get("user", "postgres"), parts["host"], parts.get("port", 5432)
         yield f"postgresql://{user}@{host}:{port}/{parts['dbname']}"
+
+
+@pytest.fixture
+def pg_proxy(pg_url: str) -> Iterator[TcpProxy]:
+    """A proxy in front of this test's database, to cut one process off it. Requested before `fleet`, it
+    outlives the fleet's processes, so they stop without waiting on a database they cannot reach."""
+    database = urlsplit(pg_url)
+    proxy = TcpProxy((str(database.hostname), database.port or 5432))
+    yield proxy
+    proxy.close()
+
+
+def through(proxy: TcpProxy, pg_url: str) -> str:
+    """The database URL by way of `proxy`."""
+    database = urlsplit(pg_url)
+    return database._replace(netloc=f"{database.username}@{proxy.url_host}").geturl()
 
 
 @pytest.fixture
@@ -98,10 +117,23 @@ def ended(client: httpx.Client, task_id: str, timeout_s: float = 90) -> dict:
     return wait(client, task_id, lambda task: task["status"] in FINAL, timeout_s)
 
 
-def image(client: httpx.Client, url: str) -> np.ndarray:
+def raw(client: httpx.Client, url: str) -> bytes:
+    """An image's bytes, fetched from this node whichever node's URL it is."""
     answer = client.get("/" + url.split("://", 1)[1].split("/", 1)[1])
     assert answer.status_code == 200, answer.text
-    return np.asarray(Image.open(io.BytesIO(answer.content)).convert("RGB"))
+    return answer.content
+
+
+def image(client: httpx.Client, url: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(raw(client, url))).convert("RGB"))
+
+
+def logged(worker: WorkerProcess, text: str, timeout_s: float = 30) -> None:
+    """Wait until the worker's log says `text`."""
+    deadline = time.monotonic() + timeout_s
+    while text not in worker.read_log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert text in worker.read_log(), worker.read_log()
 
 
 def ledger(pg_url: str) -> tuple[dict[str, int], dict[str, int], int]:
@@ -196,16 +228,54 @@ def test_a_worker_stopped_past_its_lease_cannot_finish_or_replace_images(fleet: 
         assert task["status"] == "SUCCESS"
         pictures = [image(client, url) for url in task["image_urls"]]
         stopped.signal(signal.SIGCONT)  # it wakes up mid-render, believing it still holds the task
-        deadline = time.monotonic() + 15
-        while "lease lost" not in stopped.read_log() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert "lease lost" in stopped.read_log(), stopped.read_log()
+        logged(stopped, "lease lost", timeout_s=15)
         again = ended(client, task_id)
         assert again["image_urls"] == task["image_urls"] and again["status"] == "SUCCESS"
         for url, picture in zip(task["image_urls"], pictures, strict=True):
             np.testing.assert_array_equal(image(client, url), picture)
     charges, refunds, _ = ledger(pg_url)
     assert charges == {bare(task_id): 1} and not refunds
+
+
+def test_a_worker_cut_off_from_postgres_loses_its_task_to_another_and_takes_tasks_again_once_back(
+    pg_proxy: TcpProxy, fleet: Fleet, pg_url: str
+) -> None:
+    """A partition between one worker and the database, RabbitMQ still reachable: its heartbeats fail,
+    its lease runs out and another worker finishes the task. It stays up meanwhile, a bell it cannot answer
+    loses no task, and once the network is back its late run is refused and it takes tasks again by itself."""
+    headers = new_key(fleet)
+    api = fleet.api()
+    # slow enough to be still drawing when the network is back (a missed heartbeat waits out the pool too)
+    cut_off = fleet.worker(env={"JOURNEYD_DATABASE_URL": through(pg_proxy, pg_url), "JOURNEYD_CLASSIC_STEP_S": "0.6"})
+    with fleet.client(api, **headers) as client:
+        task_id = submit(client, "/v1/midjourney/generations", {"prompt": "a ferry in the fog"})
+        wait(client, task_id, lambda task: task["status"] == "IN_PROGRESS" and task["progress"] != "0%")
+        pg_proxy.down()
+        other = fleet.worker(env={"JOURNEYD_CLASSIC_STEP_S": "0.1"})  # runs it once the lease (3 s) runs out
+        task = ended(client, task_id)
+        assert task["status"] == "SUCCESS", task
+        pictures = [raw(client, url) for url in task["image_urls"]]
+        logged(cut_off, "heartbeat missed")  # each one after the pool's wait (5 s) for a connection
+        assert cut_off.process is not None and cut_off.process.poll() is None  # and no crash
+
+        pg_proxy.up()
+        logged(cut_off, "lease lost")  # its first heartbeat through: the task is another's, it stops
+        again = ended(client, task_id)
+        assert again["status"] == "SUCCESS" and again["image_urls"] == task["image_urls"]
+        assert [raw(client, url) for url in task["image_urls"]] == pictures  # byte-identical
+
+        other.stop()  # from here on the cut-off worker is the only one
+        pg_proxy.down()
+        later = submit(client, "/v1/midjourney/generations", {"prompt": "the ferry at dawn"})
+        logged(cut_off, "could not take a task")  # it took the bell and could not claim: the bell is spent
+        assert client.get(f"/v1/midjourney/{later}").json()["status"] == "SUBMITTED"  # the task is not
+        pg_proxy.up()
+        assert ended(client, later)["status"] == "SUCCESS"  # handed over again; it reconnected by itself
+    charges, refunds, balance = ledger(pg_url)
+    assert charges == {bare(task_id): 1, bare(later): 1} and not refunds and balance == 100 - 2 * 5
+    with psycopg.connect(pg_url) as db:
+        (attempts,) = db.execute("SELECT attempts FROM tasks WHERE id = %s", (bare(task_id),)).fetchone()  # type: ignore[misc]
+    assert attempts == 2
 
 
 def test_an_api_node_killed_mid_submit_leaves_each_submit_whole_or_absent(fleet: Fleet, pg_url: str) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from journeyd.clock import ManualClock
+from journeyd.domain.errors import StorageUnavailable
 from journeyd.domain.prompt import PromptSpec
 from journeyd.engines.base import Image, Progress
 from journeyd.engines.classic import ClassicEngine
@@ -65,4 +66,28 @@ def test_a_late_worker_cannot_finish_or_overwrite_a_task_run_again(tmp_path: Pat
         assert runtime.images.get(key) == data  # and its images replaced none of the finished run's
     folder = runtime.settings.images_dir / task.id
     assert sorted(p.name for p in folder.iterdir()) == sorted(key.split("/")[1] for key in pictures)
+    runtime.store.close()
+
+
+def test_a_heartbeat_that_cannot_reach_the_database_does_not_fail_the_task(tmp_path: Path) -> None:
+    """A network blip between a worker and its database (a cut connection, a failover) loses a heartbeat or
+    two, not the task: the render goes on, and the store judges the lease at the next heartbeat or the finish."""
+    clock = ManualClock()
+    runtime = build_runtime(make_settings(tmp_path, classic_size=64), clock=clock, seed=3)
+    worker = runtime.inline_worker()
+    task = runtime.service.imagine(Caller(), "a harbour at night")
+    heartbeat, missed = runtime.store.heartbeat, []
+
+    def blip(*args: object, **kwargs: object) -> bool | None:
+        if len(missed) < 2:
+            missed.append(args)
+            raise StorageUnavailable("postgresql://db", "the database is unreachable", "it reconnects by itself")
+        return heartbeat(*args, **kwargs)  # type: ignore[arg-type]
+
+    runtime.store.heartbeat = blip  # type: ignore[method-assign]
+    ended = worker.run_next()
+    assert len(missed) == 2
+    assert ended is not None and ended.status.value == "success", ended
+    assert ended.result is not None and len(ended.result.images) == 4
+    assert runtime.store.get_task(task.id) == ended and ended.attempts == 1
     runtime.store.close()

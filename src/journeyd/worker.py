@@ -42,9 +42,9 @@ class LeaseLost(Exception):
 
 
 class _Heartbeat:
-    """The engine's progress callback: records progress, renews the lease, and raises
-    TaskCancelled as soon as a cancel was requested. Writes at most every `every_ms`
-    unless progress jumped, so a 50-step engine does not write 50 rows."""
+    """The engine's progress callback: records progress, renews the lease, raises TaskCancelled as
+    soon as a cancel was requested and LeaseLost once the task is another's. Writes at most every
+    `every_ms` unless progress jumped, so a 50-step engine does not write 50 rows."""
 
     def __init__(self, worker: Worker, task: Task) -> None:
         self.worker, self.task = worker, task
@@ -63,9 +63,16 @@ class _Heartbeat:
         saved = preview is not None and self.worker.try_images(
             self.worker.images.put, f"{self.task.id}/{PREVIEW}", encode_jpeg(preview)
         )
-        cancel = self.worker.store.heartbeat(
-            self.task.id, self.worker.id, now, self.worker.lease_ms, percent, preview=saved
-        )
+        try:
+            cancel = self.worker.store.heartbeat(
+                self.task.id, self.worker.id, now, self.worker.lease_ms, percent, preview=saved
+            )
+        except StorageUnavailable as error:
+            # A blip (a cut connection, a failover, a partition) costs a heartbeat, not the task: render on.
+            # The store judges the lease when it is back, at the next heartbeat or at the finish; if the lease
+            # ran out meanwhile and another worker took the task, both are refused then.
+            log.warning("task %s: heartbeat missed, rendering on: %s", self.task.id, error)
+            return
         if cancel is None:
             raise LeaseLost(self.task.id)
         if cancel:
