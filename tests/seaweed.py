@@ -30,6 +30,7 @@ from botocore.config import Config
 
 ACCESS_KEY, SECRET_KEY = "journeyd", "journeyd-secret"
 GRPC_OFFSET = 10000  # weed's own: a component's gRPC port defaults to its HTTP port + this
+READY_PROBE = ".journeyd-ready"  # an object start() writes and reads back before it returns
 
 
 def weed_binary() -> str:
@@ -162,9 +163,13 @@ class Seaweed:
                 raise RuntimeError(f"weed mini took another S3 port than {self.port}:\n{self._log_tail()}")
             try:
                 client.head_bucket(Bucket=self.bucket)
+                # The gateway answers before its volumes serve: a round trip of a probe object proves
+                # they do (after a restart a first GET could otherwise be a 500 InternalError).
+                client.put_object(Bucket=self.bucket, Key=READY_PROBE, Body=b"ready")
+                client.get_object(Bucket=self.bucket, Key=READY_PROBE)["Body"].read()
                 if self._announced_port() == self.port:
                     return self
-            except Exception:  # not up yet: refused, or the bucket not made yet
+            except Exception:  # not up yet: refused, the bucket not made yet, or its volumes not serving
                 pass
             if time.monotonic() > deadline:
                 self.stop()
