@@ -63,6 +63,14 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+@pytest.fixture(scope="module")
+def hub_offline() -> Iterator[None]:
+    """HF_HUB_OFFLINE for a module's tests: models load from folders and the cache, never the hub."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        yield
+
+
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock()

@@ -4,7 +4,6 @@ loaded through the engine's real loading code from folders, offline."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -35,11 +34,7 @@ def _picture(seed: int, size: tuple[int, int] = (64, 64)) -> np.ndarray:
     return cv2.resize(coarse, size, interpolation=cv2.INTER_CUBIC)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def offline() -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        yield
+pytestmark = pytest.mark.usefixtures("hub_offline")  # only the cache is read: nothing is downloaded
 
 
 @pytest.fixture(scope="module")

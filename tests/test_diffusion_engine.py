@@ -7,7 +7,6 @@ loading code, from a diffusers folder and from a single .safetensors checkpoint.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -46,11 +45,7 @@ FAST = {"size": 64, "steps": 3}
 LOCAL = Caller(None)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def offline() -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        yield
+pytestmark = pytest.mark.usefixtures("hub_offline")  # only the cache is read: nothing is downloaded
 
 
 @pytest.fixture(scope="module")
