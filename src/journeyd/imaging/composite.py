@@ -81,5 +81,11 @@ def composite(parent: np.ndarray, candidate: np.ndarray, how: Feather) -> np.nda
 def changed_beyond(parent: np.ndarray, image: np.ndarray, beyond: np.ndarray) -> int:
     """How many pixels of `image` where `beyond` is True differ from `parent` in any channel: the
     measurement that the composite kept its promise (0), taken on the pixels that are saved."""
-    differs = parent != image
-    return int(np.count_nonzero((differs.any(axis=-1) if differs.ndim == 3 else differs) & beyond))
+    # OpenCV's SIMD passes, not NumPy's: this runs on every candidate (four 2048² images for a 2x zoom)
+    difference = cv2.absdiff(parent, image)
+    if difference.ndim == 3:  # a pixel differs if any of its channels does
+        channels = cv2.split(difference)
+        difference = channels[0]
+        for channel in channels[1:]:
+            difference = cv2.bitwise_or(difference, channel)
+    return cv2.countNonZero(cv2.bitwise_and(difference, difference, mask=beyond.view(np.uint8)))
