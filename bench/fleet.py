@@ -1,9 +1,11 @@
 """Fleet benchmark: journeyd's fleet mode (PostgreSQL, Celery over RabbitMQ, S3) on this machine.
 
 Measured in one run, with real processes (the same harness as tests/test_fleet.py):
-  * scaling: an engine that spends a fixed time per task (the classic engine at 64 px with a sleep
-    per step, `JOURNEYD_CLASSIC_STEP_S`), 1, 2, 4 and 8 worker processes, N tasks each time; tasks/s
-    against the ideal line (workers x 1 / task time). Target: 90% of linear at 8 workers.
+  * scaling: an engine that takes a fixed time per task and leaves the CPU to the fleet, as a GPU
+    does (`--engine paced`: each Imagine waits JOURNEYD_PACED_TASK_MS in 10 steps and draws four flat
+    64 px pictures, which the worker saves to S3 as it would any), 1, 2, 4 and 8 worker processes, N
+    tasks each time; tasks/s against the ideal line (workers x 1 / task time). Target: 90% of linear
+    at 8 workers. Also recorded: the CPU each part of the fleet spent per task, from /proc.
   * submit-to-start latency with idle workers (p50, p99): Celery fleet against the embedded server
     (SQLite, worker threads) with the same engine. Target: p50 under 50 ms on Celery.
   * GET /v1/midjourney/{id} through an API node on PostgreSQL against the embedded SQLite server,
@@ -18,6 +20,7 @@ Results go to bench/results/fleet-<time>.json with the device, versions and the 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import subprocess
 import sys
@@ -41,7 +44,6 @@ from tests.pg import fresh_database  # noqa: E402
 from tests.seaweed import Seaweed  # noqa: E402
 from tests.servers import Server  # noqa: E402
 
-STEPS = 12  # an Imagine on the classic engine: 4 pictures x 3 stages
 TARGET_LINEAR = 0.90
 TARGET_START_P50_MS = 50.0
 TARGET_FETCH_RATIO = 0.60
@@ -96,25 +98,73 @@ def scaling(root: Path, counts: list[int], tasks: int, task_s: float) -> list[di
         with fresh_database() as dsn, tempfile.TemporaryDirectory(dir=root) as scratch:
             s3 = Seaweed(Path(scratch) / "s3").start()
             fleet = _fleet(
-                Path(scratch), _url(dsn), s3, classic_size=64, classic_step_s=task_s / STEPS, max_queued_per_key=0
+                Path(scratch), _url(dsn), s3, classic_size=64, paced_task_ms=round(task_s * 1000), max_queued_per_key=0
             )
             try:
                 api = fleet.api()
                 for _ in range(count):
-                    fleet.worker()
+                    fleet.worker(("--engine", "paced"))
+                before, busy_before = cpu_seconds(), _cpu_ticks()
                 ids = _submit(api.url, [f"a harbour {i}" for i in range(tasks)])
                 rows = _wait_all(_url(dsn), ids, timeout_s=tasks * task_s * 3 + 60)
+                busy = _busy(busy_before, _cpu_ticks())
+                spent = {part: round((cpu_seconds()[part] - before.get(part, 0.0)) / tasks * 1000, 1) for part in PARTS}
             finally:
                 fleet.stop()
                 s3.stop()
         first = min(started for _, _, started, _ in rows if started is not None)
         last = max(finished for *_, finished in rows if finished is not None)
         rate = tasks / ((last - first) / 1000)
+        # the middle half of the finishes: the fleet at full stride, without the submits' burst at the start
+        ends = sorted(finished for *_, finished in rows if finished is not None)
+        steady = (len(ends) // 2) / ((ends[3 * len(ends) // 4] - ends[len(ends) // 4]) / 1000)
+        runs = [finished - started for _, _, started, finished in rows if started is not None and finished is not None]
         ideal = count / task_s
         results.append({"workers": count, "tasks": tasks, "tasks_per_s": round(rate, 2), "ideal": round(ideal, 2)})
         results[-1]["of_linear"] = round(rate / ideal, 3)
-        print(f"scaling: {count} workers, {rate:.2f} tasks/s, {rate / ideal:.0%} of linear", flush=True)
+        results[-1]["steady_of_linear"] = round(steady / ideal, 3)
+        # a task's run, claim to finish: the engine's fixed time, then its images saved and its end committed
+        results[-1]["run_ms"] = {"p50": _percentile(runs, 0.5), "p90": _percentile(runs, 0.9), "engine": task_s * 1000}
+        results[-1]["machine_busy"] = round(busy, 3)
+        results[-1]["cpu_ms_per_task"] = spent
+        print(f"scaling: {results[-1]}", flush=True)
     return results
+
+
+PARTS = {  # a process's part of the fleet, by what its command line holds
+    "workers": "journeyd worker",
+    "api_node": "journeyd serve",
+    "postgresql": "postgres",
+    "rabbitmq": "beam.smp",
+    "seaweedfs": "weed",
+}
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU time (user + system) every running process of each part has used so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used = dict.fromkeys(PARTS, 0.0)
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        for part, marker in PARTS.items():
+            if marker in command:
+                used[part] += (int(fields[11]) + int(fields[12])) / tick
+                break
+    return used
+
+
+def _cpu_ticks() -> list[int]:
+    return [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+
+
+def _busy(before: list[int], after: list[int]) -> float:
+    """The share of the machine's CPU time that was not idle between two `_cpu_ticks()`."""
+    spent = [b - a for a, b in zip(before, after, strict=True)]
+    return 1 - (spent[3] + spent[4]) / sum(spent)  # idle and iowait
 
 
 def _latency(base: str, url_or_db: str, samples: int) -> dict[str, float]:

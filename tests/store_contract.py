@@ -193,6 +193,21 @@ class StoreContract:
         found = store.get_tasks(ids=[*ids, "X" * 26], numbers=numbers)
         assert sorted(task.id for task in found) == [f"{i:026d}" for i in range(1, 1201)]
 
+    def test_the_change_count_moves_with_each_change_it_can_tell_of(self, store: TaskStore) -> None:
+        counts = [store.change_count()]
+        store.insert_task(make_task(1, owner=None))
+        counts.append(store.change_count())
+        store.cancel(tid(1), NOW, "cancelled by request")
+        counts.append(store.change_count())
+        assert counts == [None] * 3 or len(set(counts)) == 3, counts  # None: the store cannot tell (not listening)
+
+    def test_get_tasks_lists_a_task_named_by_id_and_number_once(self, store: TaskStore) -> None:
+        store.insert_task(make_task(1, owner=None))
+        store.insert_task(make_task(2, owner=None, status=Status.SUCCESS))
+        store.get_task(tid(2))  # a finished task is read from memory afterwards: still listed once
+        found = store.get_tasks(ids=[tid(1), tid(2)], numbers=[NOW * 1000 + 1, NOW * 1000 + 2])
+        assert sorted(task.id for task in found) == [tid(1), tid(2)]
+
     def test_recent_tasks_are_every_owners_newest_first_and_filter_by_status(self, keyed: TaskStore) -> None:
         for i in range(1, 6):
             keyed.insert_task(

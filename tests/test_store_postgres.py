@@ -6,11 +6,14 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable, Iterator
+from typing import ClassVar
 
 import psycopg
 import pytest
 
 from journeyd.domain.errors import StorageUnavailable
+from journeyd.domain.lifecycle import Status
+from journeyd.store.pg_changes import TRUSTED_S, LiveTasks
 from journeyd.store.postgres import (
     BEFORE,
     CHANGED,
@@ -32,12 +35,14 @@ def database() -> Iterator[str]:
 
 
 class TestPostgresStore(StoreContract):
+    options: ClassVar[dict[str, object]] = {}  # how every store of the suite is opened
+
     @pytest.fixture
     def open_store(self, database: str) -> Iterator[OpenStore]:
         opened: list[PostgresStore] = []
 
         def open_store(**options: object) -> PostgresStore:
-            opened.append(PostgresStore(database, **options))  # type: ignore[arg-type]
+            opened.append(PostgresStore(database, **{**self.options, **options}))  # type: ignore[arg-type]
             return opened[-1]
 
         yield open_store
@@ -47,6 +52,12 @@ class TestPostgresStore(StoreContract):
     @pytest.fixture
     def run_sql(self, database: str) -> Callable[[str], None]:
         return lambda statement: run_sql(database, statement) and None
+
+
+class TestPostgresStoreOnAnApiNode(TestPostgresStore):
+    """The same promises kept with unfinished tasks in memory, as an API node runs the store."""
+
+    options: ClassVar[dict[str, object]] = {"cache_live": True}
 
 
 def test_other_nodes_share_the_data_so_start_up_never_reclaims_every_lease(database: str) -> None:
@@ -153,3 +164,104 @@ def test_an_outage_is_a_quick_503_and_the_store_reconnects_by_itself(database: s
     finally:
         link.cut()
         store.close()
+
+
+# --- an API node's memory of unfinished tasks (pg_changes.py) --------------------------------------
+
+
+def _eventually(read: Callable[[], object], wanted: Callable[[object], bool], within_s: float = 5.0) -> object:
+    """What `read` returns once `wanted` holds: a notification crosses a socket, so it takes a moment."""
+    deadline = time.monotonic() + within_s
+    while not wanted(value := read()):
+        assert time.monotonic() < deadline, f"still {value!r} after {within_s} s"
+        time.sleep(0.005)
+    return value
+
+
+def test_an_api_node_sees_each_change_another_node_makes_to_a_task_it_polls(database: str) -> None:
+    api, worker = PostgresStore(database, cache_live=True), PostgresStore(database)
+    try:
+        api.insert_task(make_task(1, owner=None))
+        assert api.get_task(tid(1)).status is Status.SUBMITTED  # type: ignore[union-attr]
+        worker.claim_next("w", NOW, 60_000)
+        _eventually(lambda: api.get_task(tid(1)).status, lambda s: s is Status.IN_PROGRESS)  # type: ignore[union-attr]
+        worker.heartbeat(tid(1), "w", NOW + 1, 60_000, 40)
+        _eventually(lambda: api.get_task(tid(1)).progress, lambda p: p == 40)  # type: ignore[union-attr]
+        count = api.change_count()
+        worker.finish(tid(1), "w", Status.SUCCESS, NOW + 2)
+        _eventually(api.change_count, lambda now: now != count)  # an event stream on this node reads again
+        _eventually(lambda: api.get_task(tid(1)).status, lambda s: s is Status.SUCCESS)  # type: ignore[union-attr]
+        assert [t.status for t in api.get_tasks(ids=[tid(1)])] == [Status.SUCCESS]
+    finally:
+        api.close()
+        worker.close()
+
+
+def test_an_api_node_reads_its_own_changes_at_once(database: str) -> None:
+    api, worker = PostgresStore(database, cache_live=True), PostgresStore(database)
+    try:
+        for i in (1, 2):
+            api.insert_task(make_task(i, owner=None))
+            api.get_task(tid(i))
+        api.cancel(tid(1), NOW, "cancelled by request")
+        assert api.get_task(tid(1)).status is Status.CANCELLED  # type: ignore[union-attr]
+        worker.claim_next("w", NOW, 60_000)
+        _eventually(lambda: api.get_task(tid(2)).status, lambda s: s is Status.IN_PROGRESS)  # type: ignore[union-attr]
+        api.cancel(tid(2), NOW, "cancelled by request")  # running: a request the worker reads at its next step
+        assert api.get_task(tid(2)).cancel_requested is True  # type: ignore[union-attr]
+    finally:
+        api.close()
+        worker.close()
+
+
+def test_an_api_node_that_lost_its_connection_never_serves_a_copy_from_before(database: str) -> None:
+    link = Cuttable()
+    api = PostgresStore(link.dsn(database), cache_live=True, pool_size=2, pool_timeout_s=1.0)
+    try:
+        api.insert_task(make_task(1, owner=None))
+        assert api.get_task(tid(1)).status is Status.SUBMITTED  # type: ignore[union-attr]
+        link.cut()  # the change below is announced while this node hears nothing
+        run_sql(database, f"UPDATE tasks SET status = 'cancelled' WHERE id = '{tid(1)}'")
+        link.restore()
+        seen = []
+        deadline = time.monotonic() + 20
+        while not seen or seen[-1] is not Status.CANCELLED:
+            assert time.monotonic() < deadline, seen
+            try:
+                seen.append(api.get_task(tid(1)).status)  # type: ignore[union-attr]
+            except StorageUnavailable:
+                time.sleep(0.05)
+        assert Status.SUBMITTED not in seen, seen
+    finally:
+        link.cut()
+        api.close()
+
+
+def test_a_read_that_overlaps_a_change_is_not_kept() -> None:
+    now = [100.0]
+    live = LiveTasks(clock=lambda: now[0])
+    live.trust_until(now[0] + TRUSTED_S)
+    task = make_task(1, owner=None)
+    mark = live.mark()
+    live.changed(task.id)  # announced while the row was being read: the copy may predate it
+    live.put(task, mark)
+    assert live.get(task.id) is None
+    live.put(task, live.mark())
+    assert live.get(task.id) == task
+    now[0] += TRUSTED_S  # no ping came back since: a silent partition, perhaps
+    assert live.get(task.id) is None and live.mark() is None
+    live.trust_until(now[0] + TRUSTED_S)
+    assert live.get(task.id) == task  # every change before the ping was heard: the copy still holds
+    live.forget_all()  # the connection dropped
+    assert live.get(task.id) is None
+
+
+def test_the_memory_keeps_the_tasks_read_last() -> None:
+    live = LiveTasks(size=2, clock=lambda: 0.0)
+    live.trust_until(1.0)
+    tasks = [make_task(i, owner=None) for i in (1, 2, 3)]
+    for task in tasks[:2]:
+        live.put(task, live.mark())
+    live.get(tasks[0].id)
+    live.put(tasks[2], live.mark())
+    assert [live.get(t.id) is not None for t in tasks] == [True, False, True]

@@ -40,7 +40,11 @@ def _sqlite_path(url: str) -> Path:
     return Path(path)
 
 
-def open_store(settings: Settings, *, on_transition: TransitionObserver | None = None) -> TaskStore:
+def open_store(
+    settings: Settings, *, on_transition: TransitionObserver | None = None, cache_live: bool = False
+) -> TaskStore:
+    """`cache_live`: a node that clients poll keeps unfinished tasks in memory where the store is shared
+    (PostgreSQL, each until it hears of a change); a SQLite file is read in microseconds anyway."""
     url = settings.database
     scheme = urlsplit(url).scheme
     if scheme == "sqlite":
@@ -53,7 +57,7 @@ def open_store(settings: Settings, *, on_transition: TransitionObserver | None =
         from journeyd.store.postgres import InvalidDatabaseUrl, PostgresStore
 
         try:
-            return PostgresStore(url, on_transition=on_transition)
+            return PostgresStore(url, on_transition=on_transition, cache_live=cache_live)
         except InvalidDatabaseUrl as error:
             raise BadUrl(f"JOURNEYD_DATABASE_URL: {error}") from None
     raise BadUrl(f"JOURNEYD_DATABASE_URL {safe_url(url)!r}: use sqlite:///path or postgresql://user@host:port/db")

@@ -481,7 +481,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub.add_argument(
             "--engine",
             help="auto (default: diffusers when torch, diffusers and a model are there, else classic), "
-            "classic (CPU, no weights) or diffusers",
+            "classic (CPU, no weights), diffusers, or paced (load tests: each Imagine waits "
+            "JOURNEYD_PACED_TASK_MS and draws flat colours)",
         )
         sub.add_argument(
             "--model",

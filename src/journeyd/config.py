@@ -71,7 +71,8 @@ class Settings(BaseSettings):
     engine: str = Field(
         "auto",
         description="auto (diffusers when torch, diffusers and a model are there: a named one, or a catalog "
-        "model in the Hugging Face cache; else classic), classic (CPU, no weights) or diffusers (open models)",
+        "model in the Hugging Face cache; else classic), classic (CPU, no weights), diffusers (open models) or "
+        "paced (load tests: Imagine waits --paced-task-ms and draws flat colours)",
     )
     model: str | None = Field(
         None, description="diffusers: catalog name, hub id, diffusers folder or .safetensors, for every --v"
@@ -101,13 +102,18 @@ class Settings(BaseSettings):
     classic_step_s: float = Field(
         0.0, ge=0, le=10, description="classic: each step also waits this long (a GPU's pace, for tests and benches)"
     )
+    paced_task_ms: int = Field(200, ge=0, le=600_000, description="paced: how long each Imagine takes")
 
     modal_timeout_s: float = Field(1800, gt=0, description="A MODAL task not given a modal is cancelled after this")
     lease_s: float = Field(60, gt=0, description="A running task whose worker is silent this long is requeued")
     max_attempts: int = Field(3, ge=1, description="Runs a task gets before it fails for good")
     sweep_interval_s: float = Field(1.0, gt=0)
     events_poll_s: float = Field(
-        0.4, gt=0, le=10, description="How often each /mj/task/events stream reads the store for task changes"
+        0.4,
+        gt=0,
+        le=10,
+        description="How often each /mj/task/events stream reads the store for task changes where the store "
+        "cannot say when a task changed (a PostgreSQL node while it is not listening); else on each change",
     )
     max_queued_per_key: int = Field(50, ge=0, description="Queued and running tasks per key; 0 = no limit")
 

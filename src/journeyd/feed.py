@@ -49,13 +49,20 @@ class TaskFeed:
         self._cursor = now if since is None else since
         self._quiet_before = now if since is None else None  # changes before this are not news to the reader
         self._sent: OrderedDict[str, int] = OrderedDict()  # task id -> the latest version read
+        self._count: int | None = None  # the store's change count when the last poll began
 
     @property
     def cursor(self) -> int:
         return self._cursor
 
+    def news(self) -> bool | None:
+        """Whether the store saw a change (any owner's) since the last poll began; None if it cannot tell."""
+        count = self._store.change_count()
+        return None if count is None else count != self._count
+
     def poll(self) -> list[Change]:
         """Every change committed since the last poll (and, the first time, since the start), oldest first."""
+        self._count = self._store.change_count()  # before the read: a change during it is news next time
         changes = []
         for task in self._read(self._cursor - OVERLAP_MS):
             if self._sent.get(task.id, -1) >= task.version:

@@ -195,7 +195,7 @@ def build_runtime(
     settings = choose_engine(settings).settings  # `auto` settled once: every part then sees the same engine
     check_writable(settings.data_dir, durable=settings.durable)
     count = _thread_count(settings)
-    store = open_store(settings, on_transition=observe.task_moved)
+    store = open_store(settings, on_transition=observe.task_moved, cache_live=True)
     if store.shared and not settings.webhook_secret:
         store.close()
         raise FleetMisconfigured(

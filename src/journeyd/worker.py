@@ -43,26 +43,39 @@ class LeaseLost(Exception):
 
 class _Heartbeat:
     """The engine's progress callback: records progress, renews the lease, raises TaskCancelled as
-    soon as a cancel was requested and LeaseLost once the task is another's. Writes at most every
-    `every_ms` unless progress jumped, so a 50-step engine does not write 50 rows."""
+    soon as a cancel was requested and LeaseLost once the task is another's.
+
+    Each write is a database commit, and each preview an image upload: a fleet pays for every one.
+    So the first step that moves progress writes at once (the client sees the task move), then a
+    write comes every `heartbeat_ms` (the lease's renewal), or sooner, after a quarter of that, when
+    progress rose 10 points; a step preview rides along at most every `heartbeat_ms`. A 50-step
+    engine does not write 50 rows, and a task done in a fraction of a second writes once."""
 
     def __init__(self, worker: Worker, task: Task) -> None:
         self.worker, self.task = worker, task
-        self.last_write, self.last_percent = -(10**18), -1
+        self.last_write = worker.clock.now_ms()  # the claim wrote progress 0 and the lease
+        self.last_preview = -(10**18)
+        self.last_percent = 0
+        self.moved = False  # no progress written yet
         self.last_done = 0
+        self.saved_preview = task.preview is not None  # an earlier run's, perhaps: deleted at the end too
 
     def __call__(self, done: int, total: int, preview: np.ndarray | None = None) -> None:
         if done > self.last_done:
             metrics.engine_steps(self.worker.engine.name, done - self.last_done)
             self.last_done = done
         percent = max(0, min(99, done * 100 // max(total, 1)))
-        now = self.worker.clock.now_ms()
-        if now - self.last_write < self.worker.heartbeat_ms and percent - self.last_percent < 10:
+        now, every = self.worker.clock.now_ms(), self.worker.heartbeat_ms
+        since, rose = now - self.last_write, percent - self.last_percent
+        if not ((rose > 0 and not self.moved) or since >= every or (rose >= 10 and since >= every // 4)):
             return
         self.last_write, self.last_percent = now, percent
-        saved = preview is not None and self.worker.try_images(
-            self.worker.images.put, f"{self.task.id}/{PREVIEW}", encode_jpeg(preview)
-        )
+        self.moved = self.moved or rose > 0
+        saved = False
+        if preview is not None and now - self.last_preview >= every:
+            saved = self.worker.try_images(self.worker.images.put, f"{self.task.id}/{PREVIEW}", encode_jpeg(preview))
+            if saved:
+                self.last_preview, self.saved_preview = now, True
         try:
             cancel = self.worker.store.heartbeat(
                 self.task.id, self.worker.id, now, self.worker.lease_ms, percent, preview=saved
@@ -122,9 +135,13 @@ class Worker:
         then and there); the call itself stops when no task is left in it."""
         left = {task.id: task for task in tasks}
         ended: dict[str, Task] = {}
+        beats = {task.id: _Heartbeat(self, task) for task in tasks}
+
+        def finish(task: Task, status: Status, **fields: object) -> Task:
+            return self._finish(task, status, previewed=beats[task.id].saved_preview, **fields)
 
         def progress_of(task: Task) -> Progress:
-            heartbeat = _Heartbeat(self, task)
+            heartbeat = beats[task.id]
 
             def report(done: int, total: int, preview: np.ndarray | None = None) -> None:
                 if task.id in left:
@@ -132,7 +149,7 @@ class Worker:
                         heartbeat(done, total, preview)
                     except TaskCancelled:
                         del left[task.id]
-                        ended[task.id] = self._finish(task, Status.CANCELLED, fail_reason="cancelled by request")
+                        ended[task.id] = finish(task, Status.CANCELLED, fail_reason="cancelled by request")
                     except LeaseLost:
                         del left[task.id]
                         log.warning("task %s: lease lost, leaving it to its new worker", task.id)
@@ -154,11 +171,11 @@ class Worker:
             for task, output in zip(tasks, rendered, strict=True):
                 if task.id in left:
                     result = self._save(task, output)  # images first: no row names an image not on the disk
-                    ended[task.id] = self._finish(task, Status.SUCCESS, result=result, engine=self.engine.name)
+                    ended[task.id] = finish(task, Status.SUCCESS, result=result, engine=self.engine.name)
                     del left[task.id]
         except TaskCancelled:  # raised above once no task is left; from an engine itself, for all that are
             for task in left.values():
-                ended[task.id] = self._finish(task, Status.CANCELLED, fail_reason="cancelled by request")
+                ended[task.id] = finish(task, Status.CANCELLED, fail_reason="cancelled by request")
         except EngineOutOfMemory as error:
             if len(left) > 1:  # a batch that does not fit: each task may fit alone
                 log.warning("%s for a batch of %d tasks; running them one at a time", error, len(left))
@@ -166,22 +183,23 @@ class Worker:
                     ended[task.id] = self.run([task])[0]
             else:
                 for task in left.values():
-                    ended[task.id] = self._finish(
+                    ended[task.id] = finish(
                         task, Status.FAILURE, fail_reason=f"{error}; a smaller size or model may fit"
                     )
         except JourneydError as error:  # StorageUnavailable included: the images could not be saved
             if isinstance(error, StorageUnavailable):
                 log.error("tasks %s stopped: %s", ", ".join(left), error)
             for task in left.values():
-                ended[task.id] = self._finish(task, Status.FAILURE, fail_reason=error.message)
+                ended[task.id] = finish(task, Status.FAILURE, fail_reason=error.message)
         except Exception as error:
             log.error("tasks %s failed:\n%s", ", ".join(left), traceback.format_exc())
             reason = f"{self.engine.name} engine error: {type(error).__name__}: {error}"
             for task in left.values():
-                ended[task.id] = self._finish(task, Status.FAILURE, fail_reason=reason)
+                ended[task.id] = finish(task, Status.FAILURE, fail_reason=reason)
         return [ended.get(task.id) or self.store.get_task(task.id) or task for task in tasks]
 
-    def _finish(self, task: Task, status: Status, **fields: object) -> Task:
+    def _finish(self, task: Task, status: Status, *, previewed: bool, **fields: object) -> Task:
+        """Record the task's end; `previewed`: a step preview may be in the store, to delete now."""
         try:
             done = self.store.finish(task.id, self.id, status, self.clock.now_ms(), **fields)  # type: ignore[arg-type]
         except StorageUnavailable as error:  # the row keeps its lease: the lease reclaim requeues it
@@ -191,7 +209,8 @@ class Worker:
             log.warning("task %s: lease lost before its end was recorded, leaving it to its new worker", task.id)
             self._discard_outputs(task)
         else:
-            self.try_images(self.images.delete, f"{task.id}/{PREVIEW}")  # previews are for while it runs
+            if previewed:  # previews are for while it runs
+                self.try_images(self.images.delete, f"{task.id}/{PREVIEW}")
             if status is not Status.SUCCESS:
                 self._discard_outputs(task)
         return done or self.store.get_task(task.id) or task

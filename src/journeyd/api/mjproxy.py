@@ -54,6 +54,7 @@ UNSUPPORTED = ("edits", "retexture", "video", "upload-discord-images")
 IMAGINE_ALL = "PicReader::all"  # 🎉Imagine all: four tasks, their ids joined with commas in `result` (as trueai does)
 WAITING_FOR_MODAL = "Waiting for window confirm"  # chatgpt-web-midjourney-proxy looks for "confirm"
 MAX_PAGE = 100  # tasks in one page of /task/list
+NEWS_S = 0.05  # how often an event stream asks the store (in memory) whether any task changed
 LIST_BODY_BYTES = 256 * 1024  # room for MAX_LISTED_TASKS ids: a bigger body is refused before it is parsed
 
 
@@ -521,7 +522,11 @@ async def task_events(
             return
         for change, view in batch:
             yield ServerSentEvent(raw_data=orjson.dumps(view).decode(), event="task", id=str(change.cursor))
-        await anyio.sleep(poll_s)
+        # Read again once the store says something changed; where it cannot tell, every `poll_s`.
+        waited = 0.0
+        while (news := feed.news()) is False or (news is None and waited < poll_s):
+            await anyio.sleep(NEWS_S)
+            waited += NEWS_S
 
 
 @route(

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from journeyd.config import Settings
 from journeyd.engines.base import Engine, PromptRules
 
-ENGINES = ("auto", "classic", "diffusers")
+ENGINES = ("auto", "classic", "diffusers", "paced")
 FIRST_MODEL = "sd-turbo"  # the catalog model a newcomer is told to pull: small, and fine on a CPU
 
 
@@ -59,6 +59,10 @@ def load_engines(settings: Settings) -> list[Engine]:
         from journeyd.engines.classic import ClassicEngine
 
         return [ClassicEngine(base_size=settings.classic_size, step_delay_s=settings.classic_step_s)]
+    if settings.engine == "paced":
+        from journeyd.engines.paced import PacedEngine
+
+        return [PacedEngine(settings.paced_task_ms / 1000, base_size=settings.classic_size)]
     if settings.engine == "diffusers":
         from journeyd.engines.diffusion import DiffusionEngine, load_profiles
         from journeyd.engines.diffusion.loading import devices_of, pick_device
@@ -83,4 +87,6 @@ def load_prompt_rules(settings: Settings) -> PromptRules:
         from journeyd.engines.diffusion.profiles import ProfileRules, load_versions
 
         return ProfileRules(load_versions(settings.model, settings.models))
-    return load_engines(settings)[0]  # classic: no weights, so the engine is its own rules (an unknown one is refused)
+    return load_engines(settings)[
+        0
+    ]  # classic, paced: no weights, so the engine is its own rules (an unknown one is refused)

@@ -138,6 +138,11 @@ class TaskStore(Protocol):
         In that order, at most `limit`: the next page starts after the last one's (updated_at, id).
         A change can commit after a later-stamped one, so a reader rescans a window behind its cursor."""
 
+    def change_count(self) -> int | None:
+        """A number that moves after every committed change to any task that this store can see, so an
+        event stream reads `changed_tasks` when it moved instead of on a timer; None while the store
+        cannot tell (a PostgreSQL store that is not listening for changes): then readers poll."""
+
     def recent_tasks(self, *, statuses: Sequence[Status] = (), limit: int = 100) -> list[Task]:
         """Every owner's newest tasks first, for an operator (`journeyd tasks list`); with `statuses`, only those."""
 

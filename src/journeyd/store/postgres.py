@@ -50,6 +50,7 @@ from journeyd.store.base import (
     TransitionObserver,
     WorkerSeen,
 )
+from journeyd.store.pg_changes import CHANNEL, ChangeListener, LiveTasks
 from journeyd.store.rows import (
     BUMP,
     COLUMN,
@@ -79,7 +80,7 @@ OWNER_LOCK = 0x6A6F7572  # "jour": the key space of the per-owner queue-cap lock
 UNREACHABLE = "the database is unreachable"
 RECONNECTS = "journeyd reconnects by itself once it is back"
 
-MIGRATIONS = [  # the same steps as the SQLite store's, in PostgreSQL's dialect
+MIGRATIONS = [  # the same steps as the SQLite store's, in PostgreSQL's dialect, and one more
     """
     CREATE TABLE tasks (
         seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -195,6 +196,16 @@ MIGRATIONS = [  # the same steps as the SQLite store's, in PostgreSQL's dialect
     """
     CREATE TABLE workers (id TEXT PRIMARY KEY, models TEXT, seen_at BIGINT NOT NULL);
     CREATE INDEX workers_seen ON workers (seen_at);
+    """,
+    # PostgreSQL only (SQLite has one process): every change to a task row is announced, once it
+    # commits, to the API nodes that keep unfinished tasks in memory (pg_changes.py).
+    f"""
+    CREATE FUNCTION journeyd_task_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('{CHANNEL}', NEW.id);
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER tasks_changed AFTER UPDATE ON tasks FOR EACH ROW EXECUTE FUNCTION journeyd_task_changed();
     """,
 ]
 
@@ -322,6 +333,16 @@ def _grant(conn: psycopg.Connection, key_id: str, amount: int, now: int) -> None
     )
 
 
+# A connection notices a dead server or a cut network by itself, within seconds, instead of waiting on a
+# socket that will never speak again: keepalive probes on an idle one, and a statement whose bytes the
+# server's host does not acknowledge within 3 s fails (a partition; the server's own work is not timed).
+TCP_LIVENESS = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 1,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 3000,
+}
 RECHECK_IDLE_S = 1.0  # a connection back in the pool this recently is lent without a check
 
 
@@ -351,9 +372,12 @@ class PostgresStore:
         pool_timeout_s: float = 5.0,
         statement_timeout_ms: int = 30_000,
         prepare_threshold: int | None = 5,
+        cache_live: bool = False,
     ) -> None:
         """`prepare_threshold=None` turns psycopg's server-side prepared statements off, for a PgBouncer
-        older than 1.21 in transaction mode."""
+        older than 1.21 in transaction mode. `cache_live` keeps unfinished tasks in memory, each until
+        PostgreSQL announces a change to it (pg_changes.py): for API nodes, which clients poll; it
+        takes one more connection, which listens."""
         self.place = describe(dsn)
         self._observer = on_transition
         self._local = threading.local()
@@ -364,6 +388,7 @@ class PostgresStore:
             "connect_timeout": connect_timeout_s,
             "options": f"-c statement_timeout={statement_timeout_ms}",
             "prepare_threshold": prepare_threshold,
+            **TCP_LIVENESS,
         }
         try:
             # The first connection is our own: a bad password or a missing database is reported as itself.
@@ -387,6 +412,12 @@ class PostgresStore:
             name="journeyd",
             open=True,
         )
+        self._live: LiveTasks | None = None
+        self._listener: ChangeListener | None = None
+        if cache_live:
+            self._live = LiveTasks()
+            self._listener = ChangeListener(dsn, self._live, connect)
+            self._listener.start()
 
     # --- plumbing ------------------------------------------------------------------------------
     @contextmanager
@@ -419,8 +450,12 @@ class PostgresStore:
     @contextmanager
     def _write(self) -> Iterator[psycopg.Connection]:
         self._local.moves = moves = []
+        self._local.touched = touched = []
         with self._connection() as conn:
             yield conn
+        if self._live is not None:  # this node reads its own writes at once, not after the notification
+            for task_id in touched:
+                self._live.changed(task_id)
         self._announce(moves)  # only after the commit
 
     def check_writable(self) -> None:
@@ -461,6 +496,8 @@ class PostgresStore:
                 conn.execute("UPDATE schema_version SET version = %s", (len(MIGRATIONS),))
 
     def close(self) -> None:
+        if self._listener is not None:
+            self._listener.stop()
         self._pool.close()
 
     # --- billing helpers (inside a write transaction) ---------------------------------------------
@@ -501,10 +538,10 @@ class PostgresStore:
             if inserted:
                 conn.execute("UPDATE api_keys SET balance = balance + %s WHERE id = %s", (total, key_id))
 
-    @staticmethod
-    def _emit(conn: psycopg.Connection, task_id: str, now: int) -> None:
+    def _emit(self, conn: psycopg.Connection, task_id: str, now: int) -> None:
         """Queue a webhook delivery of the task as it is now, in the transaction that changed it: the
         outbox then holds every change that committed, and nothing that did not."""
+        self._local.touched.append(task_id)
         row = conn.execute(
             f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = %s AND hook_url IS NOT NULL", (task_id,)
         ).fetchone()
@@ -579,16 +616,25 @@ class PostgresStore:
             self._moved(task, None, None)
 
     def get_task(self, task_id: str) -> Task | None:
-        task = self._finished.get(task_id)
-        if task is not None:
+        if (task := self._cached(task_id)) is not None:
             return task
+        mark = self._live.mark() if self._live is not None else None
         with self._read() as conn:
             row = conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = %s", (task_id,)).fetchone()
-        if row is None:
-            return None
-        task = task_from_row(row)
+        return self._keep(task_from_row(row), mark) if row else None
+
+    def _cached(self, task_id: str) -> Task | None:
+        task = self._finished.get(task_id)
+        if task is None and self._live is not None:
+            task = self._live.get(task_id)
+        return task
+
+    def _keep(self, task: Task, mark: int | None) -> Task:
+        """A task just read, kept for the next read: for good once finished, else while nothing changes it."""
         if task.status.terminal:
             self._remember(task)
+        elif self._live is not None:
+            self._live.put(task, mark)
         return task
 
     def get_task_by_number(self, number: int) -> Task | None:
@@ -597,19 +643,20 @@ class PostgresStore:
         return self.get_task(row[0]) if row else None
 
     def get_tasks(self, *, ids: Sequence[str] = (), numbers: Sequence[int] = ()) -> list[Task]:
-        found = [task for task_id in ids if (task := self._finished.get(task_id)) is not None]
-        cached = {task.id for task in found}
-        wanted = [i for i in ids if i not in cached]
+        found = {task.id: task for task_id in ids if (task := self._cached(task_id)) is not None}
+        wanted = [i for i in ids if i not in found]
         if not wanted and not numbers:
-            return found
+            return list(found.values())
+        mark = self._live.mark() if self._live is not None else None
         with self._read() as conn:
             rows = conn.execute(
                 f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ANY(%s::text[]) OR number = ANY(%s::bigint[])",
                 (wanted, list(numbers)),
             ).fetchall()
-        # a task named both by id and by number is listed once
-        found.extend(task_from_row(row) for row in rows)
-        return found
+        for row in rows:  # a task named both by id and by number is listed once
+            task = task_from_row(row)
+            found.setdefault(task.id, self._keep(task, mark))
+        return list(found.values())
 
     def list_tasks(
         self, owner: str | None, *, statuses: Sequence[Status] = (), limit: int = 100, before: str | None = None
@@ -637,6 +684,9 @@ class PostgresStore:
                 f"SELECT {TASK_COLUMNS} FROM tasks {where} ORDER BY seq DESC LIMIT %s", (*params, limit)
             ).fetchall()
         return [task_from_row(row) for row in rows]
+
+    def change_count(self) -> int | None:
+        return self._live.mark() if self._live is not None else None
 
     def changed_tasks(self, owner: str | None, *, since: int, after_id: str = "", limit: int = 500) -> list[Task]:
         with self._read() as conn:
@@ -819,6 +869,7 @@ class PostgresStore:
                 "UPDATE tasks SET cancel_requested = 1, updated_at = %s WHERE id = %s AND status = 'in_progress'",
                 (now, task_id),
             )
+            self._local.touched.append(task_id)
             row = conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = %s", (task_id,)).fetchone()
             return task_from_row(row) if row else None
 

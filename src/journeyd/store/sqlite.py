@@ -11,6 +11,7 @@ A disk that is full, read-only or failing is a StorageUnavailable naming the dat
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sqlite3
 import threading
@@ -288,6 +289,7 @@ class SqliteStore:
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._finished: dict[str, Task] = {}
+        self._commit_numbers, self._commits = itertools.count(1), 0
         self._migrate()
 
     # --- plumbing ------------------------------------------------------------------------------
@@ -337,6 +339,7 @@ class SqliteStore:
             try:
                 yield conn
                 conn.execute("COMMIT")
+                self._commits = next(self._commit_numbers)  # one process holds the file: every change is ours
             except BaseException:
                 # SQLite rolls back by itself after some errors (SQLITE_FULL, I/O): only roll back what is left
                 if conn.in_transaction:
@@ -346,6 +349,9 @@ class SqliteStore:
                         self._drop(conn)
                 raise
         self._announce(moves)
+
+    def change_count(self) -> int:
+        return self._commits
 
     def check_writable(self) -> None:
         """Readiness: a real write, committed (and synced, when durable), that touches no data."""
@@ -507,17 +513,18 @@ class SqliteStore:
         return self.get_task(row["id"]) if row else None
 
     def get_tasks(self, *, ids: Sequence[str] = (), numbers: Sequence[int] = ()) -> list[Task]:
-        found = [task for task_id in ids if (task := self._finished.get(task_id)) is not None]
-        cached = {task.id for task in found}
+        found = {task.id: task for task_id in ids if (task := self._finished.get(task_id)) is not None}
         conn = self._conn()
-        for column, values in (("id", [i for i in ids if i not in cached]), ("number", list(numbers))):
+        for column, values in (("id", [i for i in ids if i not in found]), ("number", list(numbers))):
             for start in range(0, len(values), _IN_BATCH):
                 batch = values[start : start + _IN_BATCH]
                 rows = conn.execute(
                     f"SELECT {TASK_COLUMNS} FROM tasks WHERE {column} IN ({', '.join('?' * len(batch))})", batch
                 )
-                found.extend(task_from_row(row) for row in rows)
-        return found
+                for row in rows:  # a task named both by id and by number is listed once
+                    task = task_from_row(row)
+                    found.setdefault(task.id, task)
+        return list(found.values())
 
     def list_tasks(
         self, owner: str | None, *, statuses: Sequence[Status] = (), limit: int = 100, before: str | None = None
