@@ -764,6 +764,7 @@ def test_step_previews_show_the_picture_forming_while_the_task_runs(
 
     def watching(prompt, size, seeds, progress, init_images=()):  # type: ignore[no-untyped-def]
         def watch(done: int, total: int, preview: np.ndarray | None = None) -> None:
+            clock.advance(0.3)  # a step's time: a worker writes progress (and a preview) at most every quarter second
             progress(done, total, preview)
             if preview is not None and "mj" not in seen:  # look at the task mid-run, as a client polling
                 seen["mj"] = client.get(f"/mj/task/{task_id}/fetch").json()

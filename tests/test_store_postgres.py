@@ -151,6 +151,11 @@ def test_an_outage_is_a_quick_503_and_the_store_reconnects_by_itself(database: s
                 attempt()
             assert time.monotonic() - started < 5, "a call during the outage must fail fast, not hang"
             assert "unreachable" in down.value.message and down.value.status == 503
+        for _ in range(3):  # a worker renders on: each heartbeat it cannot write fails at once, not after 5 s
+            started = time.monotonic()
+            with pytest.raises(StorageUnavailable):
+                store.heartbeat(tid(1), "w", NOW, 60_000, 50)
+            assert time.monotonic() - started < 1.5
         link.restore()
         deadline = time.monotonic() + 20  # the pool retries with a backoff: poll, as a client would
         while True:

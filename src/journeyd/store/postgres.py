@@ -343,6 +343,7 @@ TCP_LIVENESS = {
     "keepalives_count": 3,
     "tcp_user_timeout": 3000,
 }
+HEARTBEAT_WAIT_S = 0.2  # a heartbeat's wait for a pooled connection (a worker's pool is never busy)
 RECHECK_IDLE_S = 1.0  # a connection back in the pool this recently is lent without a check
 
 
@@ -421,10 +422,11 @@ class PostgresStore:
 
     # --- plumbing ------------------------------------------------------------------------------
     @contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection]:
-        """A pooled connection in a transaction, committed when the block ends (rolled back if it raises)."""
+    def _connection(self, wait_s: float | None = None) -> Iterator[psycopg.Connection]:
+        """A pooled connection in a transaction, committed when the block ends (rolled back if it raises);
+        `wait_s`: how long to wait for one (default: the pool's timeout)."""
         try:
-            with self._pool.connection() as conn:
+            with self._pool.connection(timeout=wait_s) as conn:
                 yield conn
         except psycopg.errors.DiskFull as error:
             raise StorageUnavailable(self.place, "the database server's disk is full", NO_SPACE) from error
@@ -448,10 +450,10 @@ class PostgresStore:
                 conn.autocommit = False
 
     @contextmanager
-    def _write(self) -> Iterator[psycopg.Connection]:
+    def _write(self, wait_s: float | None = None) -> Iterator[psycopg.Connection]:
         self._local.moves = moves = []
         self._local.touched = touched = []
-        with self._connection() as conn:
+        with self._connection(wait_s) as conn:
             yield conn
         if self._live is not None:  # this node reads its own writes at once, not after the notification
             for task_id in touched:
@@ -790,7 +792,9 @@ class PostgresStore:
     def heartbeat(
         self, task_id: str, worker: str, now: int, lease_ms: int, progress: int, *, preview: bool = False
     ) -> bool | None:
-        with self._write() as conn:
+        # No waiting for a connection: while the server is unreachable a heartbeat fails at once, and the
+        # worker renders on instead of stalling its device for the pool's timeout at every step it writes.
+        with self._write(HEARTBEAT_WAIT_S) as conn:
             row = conn.execute(
                 "UPDATE tasks SET lease_until = %(until)s, updated_at = %(now)s, "
                 "preview_at = CASE WHEN %(preview)s THEN %(now)s ELSE preview_at END "
