@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from journeyd.adapters import BadUrl, open_store, safe_url
 from journeyd.api.auth import is_loopback
 from journeyd.clock import SystemClock
+from journeyd.command_failed import CommandFailed
 from journeyd.config import Settings
 from journeyd.domain.errors import StorageUnavailable
 from journeyd.domain.ids import IdGenerator
@@ -25,10 +26,6 @@ from journeyd.domain.keys import ApiKey, hash_secret, new_secret
 from journeyd.media.storage import check_writable
 from journeyd.models.commands import add_commands as add_model_commands
 from journeyd.store.base import TaskStore, find_task
-
-
-class CommandFailed(Exception):
-    """A command that cannot go on: its message is printed as one line, and the exit status is 2."""
 
 
 def _settings(args: argparse.Namespace) -> Settings:

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from journeyd.command_failed import CommandFailed
 from journeyd.models import hub
 from journeyd.models.catalog import CATALOG, GB, UnknownModel, entry, human
 
@@ -41,8 +42,6 @@ def models_list(args: argparse.Namespace) -> int:
 
 
 def models_pull(args: argparse.Namespace) -> int:
-    from journeyd.cli import CommandFailed
-
     try:
         item = entry(args.name)
     except UnknownModel as error:
