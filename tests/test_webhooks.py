@@ -185,7 +185,8 @@ def test_deliveries_survive_a_restart(tmp_path: Path, clock: ManualClock, receiv
     first.notifier.run_once()  # the receiver is down
     first.store.close()  # the server goes away with deliveries pending
 
-    second = _runtime(tmp_path, clock)
+    second = _runtime(tmp_path, clock)  # the server starts again
+    create_app(second, manage_runtime=False)
     clock.advance(3600)
     for _ in range(4):
         second.notifier.run_once()

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from journeyd import observe
 from journeyd.adapters import RunningDispatcher, open_dispatcher, open_images, open_store
-from journeyd.api import mjproxy, mymidjourney
 from journeyd.clock import Clock, SystemClock
 from journeyd.config import Settings
 from journeyd.domain.ids import IdGenerator
@@ -254,7 +253,7 @@ def build_runtime(
         store,
         webhook_http,
         Signer(load_secret(settings.webhook_secret, settings.data_dir)),
-        {"mj": mjproxy.webhook_renderer(service), "mymidjourney": mymidjourney.message_json},
+        {},  # the API's dialects add their payload renderers (`api/app.py`)
         clock=clock,
         base_url=settings.base_url,
         rng=random.Random(None if seed is None else seed + 2),

@@ -86,7 +86,7 @@ class Notifier:
         store: TaskStore,
         poster: Poster,
         signer: Signer,
-        renderers: Mapping[str, Renderer],
+        renderers: dict[str, Renderer],
         *,
         clock: Clock,
         base_url: str,

@@ -74,6 +74,10 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
     )
     add_docs(app)
     settings = runtime.settings
+    # The dialects write the webhook payloads: the runtime's notifier delivers what they render.
+    runtime.notifier.renderers.update(
+        {"mj": mjproxy.webhook_renderer(runtime.service), "mymidjourney": mymidjourney.message_json}
+    )
     app.state.service = runtime.service
     app.state.images = runtime.images
     app.state.public_url = settings.public_url.rstrip("/") if settings.public_url else None
