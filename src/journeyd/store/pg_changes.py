@@ -7,7 +7,7 @@ listener thread on its own connection drops each named task from the cache. So a
 task from memory only while it listens, and another node's change reaches it as fast as PostgreSQL
 delivers the notification (well under a millisecond on one host, a network hop on a LAN).
 
-Two rules keep a copy from outliving a change:
+Three rules keep a copy from outliving a change:
 - a read fills the cache only if no notification arrived (and the listener did not drop) while it
   ran: `mark()` before the read, `put(task, mark)` after; a change committed after the read's
   snapshot may have been announced in between;
@@ -37,7 +37,7 @@ log = logging.getLogger("journeyd.store")
 CHANNEL = "journeyd_tasks"
 LIVE_CACHE_SIZE = 10_000  # unfinished tasks kept; the least recently read go first
 RETRY_S = 1.0  # between tries to listen again after the connection dropped
-PING_S = 0.5  # the listener's round trip to the server, when no notification came
+PING_S = 0.5  # how often the listener makes a round trip to the server
 TRUSTED_S = 3.0  # how long after a ping's start the cache is still served
 
 
