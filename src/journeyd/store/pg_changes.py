@@ -5,7 +5,8 @@ round trip that costs an API node more than the rest of the request. A trigger (
 `NOTIFY journeyd_tasks, '<task id>'` for every row UPDATE, delivered once the change commits; a
 listener thread on its own connection drops each named task from the cache. So a node serves a
 task from memory only while it listens, and another node's change reaches it as fast as PostgreSQL
-delivers the notification (well under a millisecond on one host, a network hop on a LAN).
+delivers the notification and the listener thread gets its turn (0.16 ms at the median on the test VM,
+up to Python's 5 ms thread switch on a busy node; a network hop more on a LAN).
 
 Three rules keep a copy from outliving a change:
 - a read fills the cache only if no notification arrived (and the listener did not drop) while it
