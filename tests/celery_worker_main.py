@@ -29,6 +29,7 @@ def main(db: str, images: str, broker: str, namespace: str) -> int:
         ClassicEngine(base_size=64, step_delay_s=DRAW_S / 12),  # an Imagine is 12 steps
         SystemClock(),
         worker_id="proc-worker",
+        overlap_saves=True,  # as `journeyd worker` runs: SIGTERM waits for the last save too
     )
     try:
         return run_worker(make_celery(broker, namespace=namespace), [worker], namespace=namespace, hostname="proc@test")

@@ -145,6 +145,7 @@ class Base:
                     worker_id=f"w{self._serial}",
                     heartbeat_ms=0,  # every step reads the row: cancels land at once
                     models=served_models(engine),
+                    overlap_saves=True,  # as a dispatcher's workers run
                 )
             )
         return made

@@ -128,15 +128,26 @@ class Runtime:
 
     def inline_worker(self, worker_id: str | None = None) -> Worker:
         """A worker that runs on whichever thread calls it, separate from the dispatcher's threads."""
-        worker = _make_worker(self.settings, self.store, self.images, self.engine, self.clock, "inline")
+        worker = _make_worker(
+            self.settings, self.store, self.images, self.engine, self.clock, "inline", overlap_saves=False
+        )
         if worker_id is not None:
             worker.id = worker_id
         return worker
 
 
 def _make_worker(
-    settings: Settings, store: TaskStore, images: ImageStore, engine: Engine, clock: Clock, name: str
+    settings: Settings,
+    store: TaskStore,
+    images: ImageStore,
+    engine: Engine,
+    clock: Clock,
+    name: str,
+    *,
+    overlap_saves: bool = True,
 ) -> Worker:
+    """A worker as configured. Its own threads (a dispatcher's, a `journeyd worker` process's) overlap a
+    task's save with the next task's drawing; an inline worker (`run_pending`) ends each task before it returns."""
     return Worker(
         store,
         images,
@@ -146,6 +157,7 @@ def _make_worker(
         lease_ms=int(settings.lease_s * 1000),
         max_output_pixels=settings.max_output_pixels,
         batch_tasks=settings.batch_tasks,
+        overlap_saves=overlap_saves,
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import cast
 
 import numpy as np
@@ -92,6 +93,23 @@ class _Heartbeat:
             raise TaskCancelled(self.task.id)
 
 
+class _Saves:
+    """One save in flight at a time, on a thread of its own: handing off the next waits for the last,
+    so a slow image store slows the engine down instead of piling up images in memory."""
+
+    def __init__(self, worker_id: str) -> None:
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"saves-{worker_id}")
+        self._last: Future[object] | None = None
+
+    def hand_off(self, save: Callable[[], object]) -> None:
+        self.wait()
+        self._last = self._thread.submit(save)
+
+    def wait(self) -> None:
+        if self._last is not None:
+            self._last.result()  # a save reports its own failures; this re-raises only the unforeseen
+
+
 class Worker:
     def __init__(
         self,
@@ -106,6 +124,7 @@ class Worker:
         max_output_pixels: int = 16_777_216,
         batch_tasks: int = 1,
         models: Sequence[str] | None = None,
+        overlap_saves: bool = False,
     ) -> None:
         self.store, self.images, self.engine, self.clock = store, images, engine, clock
         self.id = worker_id
@@ -117,6 +136,10 @@ class Worker:
         # it; the embedded workers claim any, so a task for a version no longer configured fails
         # with a reason instead of waiting forever.
         self.models: Sequence[str] | None = models
+        # overlap_saves: a task's images are encoded and uploaded, and its end recorded, on a thread of
+        # their own while the engine draws the next task (a GPU does not wait for S3). `run` returns
+        # before its tasks have ended then; one save is in flight at most, and `drain` waits for it.
+        self._saves = _Saves(worker_id) if overlap_saves else None
 
     def run_next(self) -> Task | None:
         """Claim and run the next queued task, with the tasks queued right behind it that can share
@@ -168,11 +191,6 @@ class Worker:
                 ]
             else:
                 rendered = render_batch(tasks, cast(BatchEngine, self.engine), progress)
-            for task, output in zip(tasks, rendered, strict=True):
-                if task.id in left:
-                    result = self._save(task, output)  # images first: no row names an image not on the disk
-                    ended[task.id] = finish(task, Status.SUCCESS, result=result, engine=self.engine.name)
-                    del left[task.id]
         except TaskCancelled:  # raised above once no task is left; from an engine itself, for all that are
             for task in left.values():
                 ended[task.id] = finish(task, Status.CANCELLED, fail_reason="cancelled by request")
@@ -186,7 +204,7 @@ class Worker:
                     ended[task.id] = finish(
                         task, Status.FAILURE, fail_reason=f"{error}; a smaller size or model may fit"
                     )
-        except JourneydError as error:  # StorageUnavailable included: the images could not be saved
+        except JourneydError as error:  # StorageUnavailable included: an input image could not be loaded
             if isinstance(error, StorageUnavailable):
                 log.error("tasks %s stopped: %s", ", ".join(left), error)
             for task in left.values():
@@ -196,7 +214,38 @@ class Worker:
             reason = f"{self.engine.name} engine error: {type(error).__name__}: {error}"
             for task in left.values():
                 ended[task.id] = finish(task, Status.FAILURE, fail_reason=reason)
+        else:
+            drawn = [(task, output) for task, output in zip(tasks, rendered, strict=True) if task.id in left]
+            if self._saves is None:
+                ended.update(self._settle(drawn, finish))
+            else:  # the engine is free: it draws the next task while these images go out
+                self._saves.hand_off(lambda: self._settle(drawn, finish))
+                return [ended.get(task.id) or task for task in tasks]
         return [ended.get(task.id) or self.store.get_task(task.id) or task for task in tasks]
+
+    def drain(self) -> None:
+        """Wait until the images of the last task drawn are saved and its end recorded (see `overlap_saves`)."""
+        if self._saves is not None:
+            self._saves.wait()
+
+    def _settle(self, drawn: Sequence[tuple[Task, Rendered]], finish: Callable[..., Task]) -> dict[str, Task]:
+        """Save each drawn task's images, then record its end: success, or a failure with its reason
+        (and its refund) when the images could not be saved."""
+        ended: dict[str, Task] = {}
+        for task, output in drawn:
+            try:
+                result = self._save(task, output)  # images first: no row names an image not in the store
+            except JourneydError as error:  # StorageUnavailable included
+                log.error("task %s: its images could not be saved: %s", task.id, error)
+                reason = error.message
+            except Exception as error:
+                log.error("task %s: its images could not be saved:\n%s", task.id, traceback.format_exc())
+                reason = f"its images could not be saved: {type(error).__name__}: {error}"
+            else:
+                ended[task.id] = finish(task, Status.SUCCESS, result=result, engine=self.engine.name)
+                continue
+            ended[task.id] = finish(task, Status.FAILURE, fail_reason=reason)
+        return ended
 
     def _finish(self, task: Task, status: Status, *, previewed: bool, **fields: object) -> Task:
         """Record the task's end; `previewed`: a step preview may be in the store, to delete now."""

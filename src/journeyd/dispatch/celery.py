@@ -363,6 +363,8 @@ def run_worker(
     try:
         worker.start()
     finally:
+        for each in workers:  # the last task's images and end, still on their way
+            each.drain()
         announcer.stop()
     return int(worker.exitcode or 0)
 
@@ -430,6 +432,8 @@ class EmbeddedWorker:
             thread.join(timeout_s)
             if thread.is_alive():
                 raise RuntimeError(f"celery worker {self.hostname} did not stop within {timeout_s} s")
+        for worker in self.workers:  # the last task's images and end, still on their way
+            worker.drain()
         if self._announcer is not None:
             self._announcer.stop()
             self._announcer = None

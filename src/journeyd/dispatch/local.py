@@ -47,6 +47,8 @@ class LocalDispatcher:
         for thread in self._threads:
             thread.join(timeout_s)
         self._threads.clear()
+        for worker in self.workers:  # the last task's images and end, still on their way
+            worker.drain()
 
     def _loop(self, worker: Worker) -> None:
         while self._running:

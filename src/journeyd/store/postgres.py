@@ -59,6 +59,7 @@ from journeyd.store.rows import (
     INSERT_COLUMNS,
     KEY_COLUMNS,
     LEDGER_COLUMNS,
+    TASK_COLUMN_COUNT,
     TASK_COLUMNS,
     WAITING,
     batch_run,
@@ -540,15 +541,15 @@ class PostgresStore:
             if inserted:
                 conn.execute("UPDATE api_keys SET balance = balance + %s WHERE id = %s", (total, key_id))
 
-    def _emit(self, conn: psycopg.Connection, task_id: str, now: int) -> None:
-        """Queue a webhook delivery of the task as it is now, in the transaction that changed it: the
-        outbox then holds every change that committed, and nothing that did not."""
+    def _emit(self, conn: psycopg.Connection, row: Sequence[Any], now: int) -> None:
+        """Queue a webhook delivery of the task as it is now (`row`: its columns as the change's RETURNING
+        gave them, so no second read), in the transaction that changed it: the outbox then holds every
+        change that committed, and nothing that did not."""
+        task_id = row[COLUMN["id"]]
         self._local.touched.append(task_id)
-        row = conn.execute(
-            f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = %s AND hook_url IS NOT NULL", (task_id,)
-        ).fetchone()
-        if row is None:
+        if row[COLUMN["hook_url"]] is None:
             return
+        row = row[:TASK_COLUMN_COUNT]
         version = row[COLUMN["version"]]
         conn.execute(
             "INSERT INTO webhook_outbox (task_id, version, url, format, snapshot, next_at, created_at) "
@@ -601,10 +602,11 @@ class PostgresStore:
     ) -> None:
         with self._write() as conn:
             try:
-                conn.execute(
-                    f"INSERT INTO tasks ({INSERT_COLUMNS}) VALUES ({', '.join(['%s'] * INSERT_COLUMN_COUNT)})",
+                row = conn.execute(
+                    f"INSERT INTO tasks ({INSERT_COLUMNS}) VALUES ({', '.join(['%s'] * INSERT_COLUMN_COUNT)}) "
+                    f"RETURNING {TASK_COLUMNS}",
                     insert_values(task),
-                )
+                ).fetchone()
             except psycopg.errors.UniqueViolation as error:
                 if error.diag.constraint_name == "tasks_number":
                     raise DuplicateNumber(task.number) from None
@@ -614,7 +616,7 @@ class PostgresStore:
             self._keep_key(conn, task.owner, idempotency, task.id, task.created_at)
             for charge in charges:
                 self._charge(conn, task.id, charge, task.created_at)
-            self._emit(conn, task.id, task.created_at)
+            self._emit(conn, row, task.created_at)
             self._moved(task, None, None)
 
     def get_task(self, task_id: str) -> Task | None:
@@ -732,7 +734,7 @@ class PostgresStore:
             self._keep_key(conn, owner, idempotency, task_id, now)
             if charge is not None:
                 self._charge(conn, task_id, charge, now)
-            self._emit(conn, task_id, now)
+            self._emit(conn, row, now)
             task = task_from_row(row)
             self._moved(task, Status.MODAL, task.created_at)  # a task is MODAL from its creation
             return task
@@ -757,7 +759,7 @@ class PostgresStore:
             if row is None:
                 return None
             task = task_from_row(row)
-            self._emit(conn, task.id, now)
+            self._emit(conn, row, now)
             self._moved(task, Status.SUBMITTED, row[-1], worker)
             return task
 
@@ -784,7 +786,7 @@ class PostgresStore:
                 row = conn.execute(CLAIM_ONE, {**params, "seq": seq}).fetchone()
                 if row is None:  # cannot happen while we hold the lock; never claim past a gap
                     break
-                self._emit(conn, task.id, now)
+                self._emit(conn, row, now)
                 claimed.append(task_from_row(row))
                 self._moved(claimed[-1], Status.SUBMITTED, task.updated_at, worker)
             return claimed
@@ -805,11 +807,11 @@ class PostgresStore:
                 return None
             moved = conn.execute(  # progress only moves forward, and only a move (or a new preview) is news
                 f"UPDATE tasks SET progress = GREATEST(progress, %(progress)s), {BUMP} "
-                "WHERE id = %(id)s AND (progress < %(progress)s OR %(preview)s)",
+                f"WHERE id = %(id)s AND (progress < %(progress)s OR %(preview)s) RETURNING {TASK_COLUMNS}",
                 {"progress": progress, "id": task_id, "preview": preview},
-            ).rowcount
-            if moved:
-                self._emit(conn, task_id, now)
+            ).fetchone()
+            if moved is not None:
+                self._emit(conn, moved, now)
             return bool(row[0])
 
     def finish(
@@ -844,7 +846,7 @@ class PostgresStore:
                 return None
             if status.refunds:
                 self._refund(conn, task_id, now)
-            self._emit(conn, task_id, now)
+            self._emit(conn, row, now)
             task = task_from_row(row)
             self._moved(task, Status.IN_PROGRESS, run_since(task), worker)
             return task
@@ -865,7 +867,7 @@ class PostgresStore:
             ).fetchone()
             if row is not None:
                 self._refund(conn, task_id, now)
-                self._emit(conn, task_id, now)
+                self._emit(conn, row, now)
                 task = task_from_row(row)
                 self._moved(task, Status(before[0]), before[1])  # waiting rows are not updated
                 return task
@@ -883,7 +885,7 @@ class PostgresStore:
             for row in rows:
                 task = task_from_row(row)
                 self._refund(conn, task.id, now)
-                self._emit(conn, task.id, now)
+                self._emit(conn, row, now)
                 self._moved(task, Status.MODAL, task.created_at)
             return [row[0] for row in rows]
 
@@ -904,7 +906,7 @@ class PostgresStore:
                     if moved is None:
                         continue
                     requeued.append(task_id)
-                self._emit(conn, task_id, now)
+                self._emit(conn, moved, now)
                 task = task_from_row(moved)
                 self._moved(task, Status.IN_PROGRESS, run_since(task), lease_owner)
             return Reclaimed(requeued, failed)
@@ -926,7 +928,7 @@ class PostgresStore:
                     continue
                 task = task_from_row(row)
                 self._refund(conn, task_id, now)
-                self._emit(conn, task_id, now)
+                self._emit(conn, row, now)
                 self._moved(task, Status.SUBMITTED, queued_at)  # a queued row's updated_at: when it was queued
                 failed.append(task_id)
             return failed
