@@ -106,6 +106,12 @@ class Settings(BaseSettings):
 
     modal_timeout_s: float = Field(1800, gt=0, description="A MODAL task not given a modal is cancelled after this")
     lease_s: float = Field(60, gt=0, description="A running task whose worker is silent this long is requeued")
+    stall_s: float = Field(
+        600,
+        gt=0,
+        description="A worker keeps renewing the lease of a task whose engine is in one long step, until the "
+        "engine has reported no step this long: then it is taken to be hung, and the lease reclaim requeues the task",
+    )
     max_attempts: int = Field(3, ge=1, description="Runs a task gets before it fails for good")
     sweep_interval_s: float = Field(1.0, gt=0)
     events_poll_s: float = Field(

@@ -128,9 +128,7 @@ class Runtime:
 
     def inline_worker(self, worker_id: str | None = None) -> Worker:
         """A worker that runs on whichever thread calls it, separate from the dispatcher's threads."""
-        worker = _make_worker(
-            self.settings, self.store, self.images, self.engine, self.clock, "inline", overlap_saves=False
-        )
+        worker = _make_worker(self.settings, self.store, self.images, self.engine, self.clock, "inline", threaded=False)
         if worker_id is not None:
             worker.id = worker_id
         return worker
@@ -144,10 +142,11 @@ def _make_worker(
     clock: Clock,
     name: str,
     *,
-    overlap_saves: bool = True,
+    threaded: bool = True,
 ) -> Worker:
-    """A worker as configured. Its own threads (a dispatcher's, a `journeyd worker` process's) overlap a
-    task's save with the next task's drawing; an inline worker (`run_pending`) ends each task before it returns."""
+    """A worker as configured. One on threads of its own (a dispatcher's, a `journeyd worker` process's)
+    saves a task while it draws the next and keeps its leases from a thread; an inline worker
+    (`run_pending`, on the caller's thread) ends each task before it returns, and only its steps renew leases."""
     return Worker(
         store,
         images,
@@ -157,7 +156,9 @@ def _make_worker(
         lease_ms=int(settings.lease_s * 1000),
         max_output_pixels=settings.max_output_pixels,
         batch_tasks=settings.batch_tasks,
-        overlap_saves=overlap_saves,
+        overlap_saves=threaded,
+        keep_leases=threaded,
+        stall_ms=int(settings.stall_s * 1000),
     )
 
 

@@ -8,9 +8,11 @@ overwrites its own files instead of leaving strays.
 from __future__ import annotations
 
 import logging
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from typing import cast
 
 import numpy as np
@@ -59,14 +61,31 @@ class _Heartbeat:
         self.last_percent = 0
         self.moved = False  # no progress written yet
         self.last_done = 0
+        self.last_step = self.last_write  # when the engine last reported a step (the claim counts as one)
         self.saved_preview = task.preview is not None  # an earlier run's, perhaps: deleted at the end too
+        self.lock = threading.Lock()  # the engine's thread and the lease keeper's both write
 
     def __call__(self, done: int, total: int, preview: np.ndarray | None = None) -> None:
+        with self.lock:
+            self._step(done, total, preview)
+
+    def renew(self, now: int) -> None:
+        """The lease keeper's write: the lease, and the progress already shown. What it finds (a cancel,
+        a lost lease) the engine's next step finds too, and acts on."""
+        with self.lock:
+            self.last_write = now
+            try:
+                self.worker.store.heartbeat(self.task.id, self.worker.id, now, self.worker.lease_ms, self.last_percent)
+            except StorageUnavailable as error:
+                log.warning("task %s: lease renewal missed: %s", self.task.id, error)
+
+    def _step(self, done: int, total: int, preview: np.ndarray | None) -> None:
+        now, every = self.worker.clock.now_ms(), self.worker.heartbeat_ms
+        self.last_step = now
         if done > self.last_done:
             metrics.engine_steps(self.worker.engine.name, done - self.last_done)
             self.last_done = done
         percent = max(0, min(99, done * 100 // max(total, 1)))
-        now, every = self.worker.clock.now_ms(), self.worker.heartbeat_ms
         since, rose = now - self.last_write, percent - self.last_percent
         if not ((rose > 0 and not self.moved) or since >= every or (rose >= 10 and since >= every // 4)):
             return
@@ -91,6 +110,43 @@ class _Heartbeat:
             raise LeaseLost(self.task.id)
         if cancel:
             raise TaskCancelled(self.task.id)
+
+
+class _LeaseKeeper:
+    """Renews the leases of an engine call's tasks from a thread of its own, so that one long step (a
+    recompile for a new size, a first adapter load, a big VAE decode) does not lose a task that is
+    alive; a step's own writes keep renewing them as before. An engine silent for `stall_ms` is taken
+    to be hung: its tasks' leases are left to run out, and the lease reclaim requeues them."""
+
+    def __init__(self, worker: Worker, beats: dict[str, _Heartbeat], left: dict[str, Task]) -> None:
+        self.worker, self.beats, self.left = worker, beats, left
+        self._stop = threading.Event()
+        self._given_up: set[str] = set()
+        self._thread = threading.Thread(target=self._run, name=f"lease-{worker.id}", daemon=True)
+
+    def __enter__(self) -> _LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        every_ms = self.worker.lease_ms // 4  # three renewals may go missing before the lease runs out
+        while not self._stop.wait(every_ms / 1000):
+            now = self.worker.clock.now_ms()
+            for task_id, beat in list(self.beats.items()):
+                if task_id not in self.left or task_id in self._given_up or now - beat.last_write < every_ms:
+                    continue
+                if now - beat.last_step >= self.worker.stall_ms:
+                    self._given_up.add(task_id)
+                    log.error(
+                        "task %s: the %s engine reported no step for %d s; leaving the task to the lease reclaim",
+                        task_id, self.worker.engine.name, (now - beat.last_step) // 1000,
+                    )  # fmt: skip
+                    continue
+                beat.renew(now)
 
 
 class _Saves:
@@ -125,6 +181,8 @@ class Worker:
         batch_tasks: int = 1,
         models: Sequence[str] | None = None,
         overlap_saves: bool = False,
+        keep_leases: bool = False,
+        stall_ms: int = 600_000,
     ) -> None:
         self.store, self.images, self.engine, self.clock = store, images, engine, clock
         self.id = worker_id
@@ -140,6 +198,9 @@ class Worker:
         # their own while the engine draws the next task (a GPU does not wait for S3). `run` returns
         # before its tasks have ended then; one save is in flight at most, and `drain` waits for it.
         self._saves = _Saves(worker_id) if overlap_saves else None
+        # keep_leases: a thread renews the leases while the engine draws, until it is silent `stall_ms`
+        # (see `_LeaseKeeper`); without it, only the engine's steps renew them.
+        self.keep_leases, self.stall_ms = keep_leases, stall_ms
 
     def run_next(self) -> Task | None:
         """Claim and run the next queued task, with the tasks queued right behind it that can share
@@ -184,13 +245,14 @@ class Worker:
 
         try:
             progress = [progress_of(task) for task in tasks]
-            if len(tasks) == 1:
-                task = tasks[0]
-                rendered = [
-                    render(task, self._inputs(task), self.engine, progress[0], max_output_pixels=self.max_output_pixels)
-                ]
-            else:
-                rendered = render_batch(tasks, cast(BatchEngine, self.engine), progress)
+            with _LeaseKeeper(self, beats, left) if self.keep_leases else nullcontext():
+                if len(tasks) == 1:
+                    task = tasks[0]
+                    inputs = self._inputs(task)
+                    limit = self.max_output_pixels
+                    rendered = [render(task, inputs, self.engine, progress[0], max_output_pixels=limit)]
+                else:
+                    rendered = render_batch(tasks, cast(BatchEngine, self.engine), progress)
         except TaskCancelled:  # raised above once no task is left; from an engine itself, for all that are
             for task in left.values():
                 ended[task.id] = finish(task, Status.CANCELLED, fail_reason="cancelled by request")
