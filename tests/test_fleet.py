@@ -184,6 +184,9 @@ def test_the_seed_flow_crosses_two_api_nodes_and_two_workers(fleet: Fleet, pg_ur
     finished = sum(_sample(text, "journeyd_tasks_finished_total", 'status="success"') for text in scraped)
     steps = sum(_sample(text, "journeyd_engine_steps_total", 'engine="classic"') for text in scraped)
     assert finished == 3 and steps > 0
+    # a worker's log names tasks by their ids, once per move; Celery's two lines per bell are left out
+    worker_log = fleet.workers[0].read_log() + fleet.workers[1].read_log()
+    assert "IMAGINE in_progress -> success" in worker_log and "succeeded in" not in worker_log
 
 
 def _sample(text: str, name: str, label: str) -> float:

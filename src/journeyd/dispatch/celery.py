@@ -357,6 +357,10 @@ def run_worker(
     lease, its bell stays unacked, and another worker runs it once the lease is reclaimed."""
     # one name per process: Celery's control queue is exclusive to its node name, and a box may run several
     hostname = hostname or f"{namespace}-{os.getpid()}@{socket.gethostname()}"
+    # Celery logs every bell twice at INFO ("received", "succeeded in"), under its message id; journeyd.tasks
+    # already logs each task's moves under the task's id, so those two lines are noise on a busy box.
+    for name in ("celery.worker.strategy", "celery.app.trace"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger(name).getEffectiveLevel()))
     bells, announcer = _serve(app, workers, namespace, hostname, announce_every_s)
     log.info("worker %s consuming %s (%d threads)", hostname, bells.name, len(workers))
     worker = app.Worker(loglevel=loglevel, **_worker_options(len(workers), hostname, bells))
