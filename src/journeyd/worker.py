@@ -11,7 +11,6 @@ import logging
 import threading
 import traceback
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from typing import cast
 
@@ -151,19 +150,21 @@ class _LeaseKeeper:
 
 class _Saves:
     """One save in flight at a time, on a thread of its own: handing off the next waits for the last,
-    so a slow image store slows the engine down instead of piling up images in memory."""
+    so a slow image store slows the engine down instead of piling up images in memory. A thread per
+    save, not a pool: nothing is left idling once a worker stops, and the interpreter's exit waits for it."""
 
     def __init__(self, worker_id: str) -> None:
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"saves-{worker_id}")
-        self._last: Future[object] | None = None
+        self._name = f"save-{worker_id}"
+        self._last: threading.Thread | None = None
 
     def hand_off(self, save: Callable[[], object]) -> None:
         self.wait()
-        self._last = self._thread.submit(save)
+        self._last = threading.Thread(target=save, name=self._name)
+        self._last.start()
 
     def wait(self) -> None:
         if self._last is not None:
-            self._last.result()  # a save reports its own failures; this re-raises only the unforeseen
+            self._last.join()
 
 
 class Worker:
